@@ -1,0 +1,125 @@
+"""Key maps from timm's state-dict layouts to zoo keys (``model.{row}.…``).
+
+Covers ``tiny_vit_*`` (TinyViT, arXiv:2207.10666), ``mobilevit_*`` (MobileViT, arXiv:2110.02178)
+and ``mobilevitv2_*`` (MobileViTv2, arXiv:2206.02680). Rows are found by module type in row
+order, so a cfg may add rows (or drop the classifier) and the map still lines up.
+
+TinyViT (see :mod:`zoo.nn.tiny_vit` for the table)::
+
+    patch_embed.*            -> PatchEmbed row
+    stages.0.blocks.*        -> ConvLayer row .blocks.*
+    stages.{i}.downsample.*  -> i-th PatchMerging row (i = 1..3)
+    stages.{i}.blocks.*      -> i-th BasicLayer row .blocks.*
+    head.norm.* / head.fc.*  -> Classify row .norm.* / .fc.*
+
+:func:`map_tinyvit_key` also reads MobileSAM's ``image_encoder.*`` layout (``layout="mobilesam"``)
+for the SAM cfgs.
+
+MobileViT v1/v2 (see :mod:`zoo.nn.mobilevit`)::
+
+    stem.*                   -> MobileViTStem row .conv/.bn
+    stages.{i}.{j}.*         -> the rows of stage i in order: MV2 rows (InvertedResidual /
+                                MV2Stage) then the MobileViTBlock / MobileViTBlockV2 row
+    final_conv.*             -> Classify row .expand.*
+    head.fc.*                -> Classify row .fc.*
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "TinyViTRows", "tinyvit_rows", "map_tinyvit_key", "convert_timm_tinyvit",
+    "MobileViTRows", "mobilevit_rows", "convert_timm_mobilevit",
+]
+
+
+def _rows(model: nn.Module) -> list[nn.Module]:
+    rows = getattr(model, "model", None)
+    if rows is None:
+        raise TypeError("expected a zoo Model (rows in `model.model`)")
+    return list(rows)
+
+
+def _indices(rows: list[nn.Module], name: str) -> list[int]:
+    return [i for i, m in enumerate(rows) if type(m).__name__ == name]
+
+
+# --------------------------------------------------------------------------------------------- TinyViT
+
+
+@dataclass(frozen=True)
+class TinyViTRows:
+    """Row indices of one TinyViT in a zoo model."""
+
+    patch_embed: int
+    conv_layer: int
+    merging: tuple[int, ...]  # PatchMerging rows, in order
+    stages: tuple[int, ...]  # BasicLayer rows, in order
+    classify: int | None
+
+
+def tinyvit_rows(model: nn.Module) -> TinyViTRows:
+    rows = _rows(model)
+    pe, cl = _indices(rows, "PatchEmbed"), _indices(rows, "ConvLayer")
+    if len(pe) != 1 or len(cl) != 1:
+        raise ValueError(f"expected one PatchEmbed and one ConvLayer row, found {len(pe)} and {len(cl)}")
+    cls = _indices(rows, "Classify")
+    return TinyViTRows(pe[0], cl[0], tuple(_indices(rows, "PatchMerging")), tuple(_indices(rows, "BasicLayer")),
+                       cls[0] if cls else None)
+
+
+def map_tinyvit_key(key: str, rows: TinyViTRows, layout: str = "timm") -> str | None:
+    """Zoo key for one TinyViT key (``layout`` "timm", or "mobilesam" without the ``image_encoder.``
+    prefix); ``None`` when the key has no place in the model."""
+    if layout == "mobilesam":
+        key = re.sub(r"\.c\.(weight|bias)$", r".conv.\1", key)
+        key = key.replace("patch_embed.seq.0.", "patch_embed.conv1.").replace("patch_embed.seq.2.", "patch_embed.conv2.")
+        m = re.match(r"layers\.(\d+)\.(blocks|downsample)\.(.*)$", key)
+        if m:
+            i, part, rest = int(m[1]), m[2], m[3]
+            # MobileSAM merges at the end of a stage; timm (and the zoo row order) at the start of the next
+            key = f"stages.{i + 1}.downsample.{rest}" if part == "downsample" else f"stages.{i}.blocks.{rest}"
+        elif key.startswith(("norm_head.", "head.", "neck.")):
+            return None
+    elif layout != "timm":
+        raise ValueError(f"unknown TinyViT layout {layout!r}; use 'timm' or 'mobilesam'")
+
+    if key.startswith("patch_embed."):
+        return f"model.{rows.patch_embed}.{key[len('patch_embed.'):]}"
+    m = re.match(r"stages\.(\d+)\.(blocks|downsample)\.(.*)$", key)
+    if m:
+        i, part, rest = int(m[1]), m[2], m[3]
+        if i == 0:
+            return f"model.{rows.conv_layer}.blocks.{rest}" if part == "blocks" else None
+        if part == "downsample":
+            return f"model.{rows.merging[i - 1]}.{rest}" if i - 1 < len(rows.merging) else None
+        return f"model.{rows.stages[i - 1]}.blocks.{rest}" if i - 1 < len(rows.stages) else None
+    m = re.match(r"head\.(norm|fc)\.(.*)$", key)
+    if m and rows.classify is not None:
+        return f"model.{rows.classify}.{m[1]}.{m[2]}"
+    return None
+
+
+def convert_timm_tinyvit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    rows = tinyvit_rows(model)
+    out: dict[str, torch.Tensor] = {}
+    skipped: dict[str, str] = {}
+    for key, value in sd.items():
+        if key.endswith("attention_bias_idxs"):
+            skipped[key] = "recomputed from the window size"
+            continue
+        new = map_tinyvit_key(key, rows, "timm")
+        if new is None:
+            skipped[key] = "no matching row (e.g. no Classify row for the head)"
+        else:
+            out[new] = value
+    return out, skipped
+
+
+def _is_timm_tinyvit(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "patch_embed.conv1.conv.weight" in sd and any(k.startswith("stages.") and "attention_biases" in k for k in sd)
