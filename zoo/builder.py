@@ -1,0 +1,169 @@
+"""``parse_model``: turn a config's rows into modules plus one :class:`RowRecord` per row.
+
+The builder names no module class: each row's module comes from the registry together with its
+:class:`~zoo.wiring.Wiring`, which says how args and channels are filled in. Every problem with
+a row becomes a :class:`~zoo.errors.ConfigError` carrying the file, the row index and the fix.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+from zoo.config import ModelSpec
+from zoo.errors import ConfigError
+from zoo.registry import MODULES, Entry, load_entry_point_plugins, load_plugins
+from zoo.wiring import Channels, RowContext
+
+__all__ = ["RowRecord", "Graph", "parse_model"]
+
+
+@dataclass(frozen=True)
+class RowRecord:
+    """What one YAML row became. The summary prints from these; the forward loop reads ``source``."""
+
+    index: int
+    source: int | tuple[int, ...]  # `from`: -1 = previous row (or the input for row 0)
+    repeats: int  # after depth scaling (1 when the module consumed the count itself)
+    module: str  # YAML module name
+    args: tuple  # final constructor args
+    out_channels: Channels
+    params: int
+    section: str  # "backbone" or "head"
+    keywords: tuple[str, ...] = ()  # forward() keyword inputs this row accepts (e.g. prompts)
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return self.source if isinstance(self.source, tuple) else (self.source,)
+
+
+@dataclass
+class Graph:
+    modules: list[nn.Module]
+    records: list[RowRecord]
+    save: frozenset[int]  # rows whose outputs later rows read
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _symbols(spec: ModelSpec) -> dict[str, Any]:
+    """Names an arg string may use: the YAML's own top-level scalars plus nc/None/True/False."""
+    table: dict[str, Any] = {k: v for k, v in spec.cfg.items() if isinstance(v, (int, float, str, bool))}
+    table.update({"nc": spec.nc, "None": None, "True": True, "False": False})
+    return table
+
+
+def _resolve(value: Any, symbols: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return symbols.get(value, value)
+    if isinstance(value, list):
+        return [_resolve(v, symbols) for v in value]
+    return value
+
+
+def _signature(entry: Entry) -> str:
+    return entry.signature()
+
+
+def _forward_keywords(module: nn.Module) -> tuple[str, ...]:
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return ()
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in params if p.kind in kinds)
+
+
+def _check_row(row: Any, index: int) -> tuple[int | list[int], int, str, list]:
+    if not isinstance(row, (list, tuple)) or len(row) != 4:
+        raise ConfigError(f"a row must be [from, repeats, module, args], got {row!r}")
+    source, repeats, module, args = row
+    if args is None:
+        args = []
+    if _is_int(source):
+        sources = [source]
+    elif isinstance(source, list) and source and all(_is_int(s) for s in source):
+        sources = source
+    else:
+        raise ConfigError(f"'from' must be an integer or a non-empty list of integers, got {source!r}")
+    for s in sources:
+        if s >= index:
+            raise ConfigError(f"'from' {s} points forward (to row {s}); a row can only read earlier rows 0..{index - 1} or -k")
+        if s < 0 and index + s < 0 and not (s == -1 and index == 0):
+            raise ConfigError(f"'from' {s} is out of range: row {index} has only {index} earlier rows")
+    if not _is_int(repeats) or repeats < 1:
+        raise ConfigError(f"'repeats' must be a positive integer, got {repeats!r}")
+    if not isinstance(module, str):
+        raise ConfigError(f"'module' must be a name (string), got {module!r}")
+    if not isinstance(args, list):
+        raise ConfigError(f"'args' must be a list, got {args!r}")
+    return source, repeats, module, args
+
+
+def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> Graph:
+    """Build every row of ``spec``. ``ch`` is the number of input image channels."""
+    import zoo.nn  # noqa: F401  (registers zoo's own modules)
+
+    load_entry_point_plugins()
+    yaml_plugins = spec.cfg.get("plugins") or []
+    if not isinstance(yaml_plugins, list) or not all(isinstance(p, str) for p in yaml_plugins):
+        raise ConfigError("'plugins' must be a list of .py files or module names", file=spec.source)
+    try:
+        load_plugins(list(plugins) + yaml_plugins, base_dir=spec.base_dir)
+    except ConfigError as exc:
+        raise exc.at(file=spec.source) from None
+
+    symbols = _symbols(spec)
+    channels: list[Channels] = []  # out channels per row
+    modules: list[nn.Module] = []
+    records: list[RowRecord] = []
+    save: set[int] = set()
+
+    for i, (section, _, row) in enumerate(spec.rows()):
+        try:
+            source, repeats, name, raw_args = _check_row(row, i)
+            entry = MODULES.get(name)
+            n = max(round(repeats * spec.depth), 1) if repeats > 1 else repeats
+            sources = source if isinstance(source, list) else [source]
+            resolved = [(ch if (s == -1 and i == 0) else channels[s]) for s in sources]
+            c_in = resolved if isinstance(source, list) else resolved[0]
+            ctx = RowContext(c_in, _resolve(raw_args, symbols), n, spec.width, spec.max_channels, spec.nc)
+            try:
+                wired = entry.wiring(ctx)
+            except (ValueError, TypeError, IndexError) as exc:
+                raise ConfigError(f"{name}: {exc}; signature {_signature(entry)}") from None
+            try:
+                inspect.signature(entry.cls).bind(*wired.args, **wired.kwargs)
+            except TypeError as exc:
+                raise ConfigError(
+                    f"{name} got args {wired.args} ({exc}); signature {_signature(entry)}"
+                ) from None
+            except ValueError:
+                pass  # no introspectable signature: let the constructor decide
+            try:
+                built = [entry.cls(*wired.args, **wired.kwargs) for _ in range(wired.repeats)]
+            except ConfigError:
+                raise
+            except Exception as exc:  # a constructor rejecting its args is a config problem
+                raise ConfigError(
+                    f"{name}{tuple(wired.args)} failed: {type(exc).__name__}: {exc}; signature {_signature(entry)}"
+                ) from None
+        except ConfigError as exc:
+            raise exc.at(file=spec.source, row=i, section=section) from None
+
+        module = built[0] if len(built) == 1 else nn.Sequential(*built)
+        out = wired.out_channels
+        if out is None:
+            declared = getattr(built[-1], "out_channels", None)
+            out = declared if declared is not None else c_in
+        channels.append(out)
+        save.update((s % i) for s in sources if s != -1)
+        params = sum(p.numel() for p in module.parameters())
+        rec_source = tuple(source) if isinstance(source, list) else source
+        records.append(RowRecord(i, rec_source, n, name, tuple(wired.args), out, params, section, _forward_keywords(module)))
+        modules.append(module)
+    return Graph(modules, records, frozenset(save))

@@ -1,0 +1,129 @@
+"""``zoo`` command line: ``info``, ``list`` and the task commands in :mod:`zoo.commands`.
+
+User-input errors (configs, checkpoints, data, plugins) print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from zoo.errors import ZooError
+
+__all__ = ["main", "run", "build_model", "shipped_cfgs"]
+
+# name -> help; each is implemented by zoo/commands/<name>.py when present
+TASK_COMMANDS = {
+    "train": "train a model (task follows from the head)",
+    "val": "validate a checkpoint or cfg on a dataset",
+    "predict": "run a model on images and write overlays",
+    "sweep": "build/measure/train every variant of a cfg",
+    "benchmark": "latency, throughput and achieved GFLOP/s",
+}
+
+
+def shipped_cfgs() -> list[Path]:
+    root = Path(__file__).resolve().parent.parent / "cfg"
+    return sorted(root.glob("*.yaml")) if root.is_dir() else []
+
+
+def build_model(source: str, scale: str | None = None, nc: int | None = None, plugins: Sequence[str] = ()):
+    """A model from a YAML cfg or a checkpoint (``.pt``/``.pth``) that carries its config."""
+    from zoo.model import Model
+
+    path = Path(source)
+    if path.suffix in (".pt", ".pth"):
+        overrides = {"plugins": tuple(plugins)}
+        if scale:
+            overrides["scale"] = scale
+        if nc:
+            overrides["nc"] = nc
+        return Model.from_checkpoint(path, **overrides)
+    return Model(source, scale=scale, nc=nc, plugins=tuple(plugins))
+
+
+def _imgsz(values: list[int]) -> int | tuple[int, int]:
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    model = build_model(args.cfg, args.scale, args.nc, args.plugin)
+    if args.fuse:
+        model.fuse()
+    result = model.info(imgsz=_imgsz(args.imgsz), detailed=args.detailed)
+    if getattr(args, "plot", None):
+        from zoo.plots import plot_rows
+
+        out = plot_rows(model, result, Path(args.plot))
+        print(f"saved {out}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from zoo.builder import load_entry_point_plugins, load_plugins
+    from zoo.registry import MODULES
+    import zoo.nn  # noqa: F401
+
+    load_entry_point_plugins()
+    load_plugins(list(args.plugin))
+    print(f"{'module':<22}{'from':<12}{'wiring':<44}signature")
+    for entry in MODULES:
+        print(f"{entry.name:<22}{entry.source:<12}{entry.wiring.describe:<44}{entry.signature()}")
+    print(f"\n(any torch.nn module is available as nn.<Name>)\n\nshipped cfgs:")
+    for cfg in shipped_cfgs():
+        print(f"  cfg/{cfg.name}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="import a .py file or module that registers extra blocks (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="YAML-configured vision model zoo")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="per-row summary: params, GFLOPs, output shapes")
+    info.add_argument("cfg", help="model YAML or checkpoint")
+    info.add_argument("--scale", help="scale key (n/s/m/l/x/...)")
+    info.add_argument("--nc", type=int, help="number of classes")
+    info.add_argument("--imgsz", type=int, nargs="+", default=[640], help="image size: N or H W")
+    info.add_argument("--fuse", action="store_true", help="summarise the fused model")
+    info.add_argument("--detailed", action="store_true", help="also list every parameter tensor")
+    info.add_argument("--plot", metavar="PNG", help="save a per-row params/GFLOPs bar chart")
+    _common(info)
+    info.set_defaults(func=_cmd_info)
+
+    lst = sub.add_parser("list", help="registered modules and shipped cfgs")
+    _common(lst)
+    lst.set_defaults(func=_cmd_list)
+
+    for name, help_text in TASK_COMMANDS.items():
+        if importlib.util.find_spec(f"zoo.commands.{name}") is None:
+            continue
+        command = importlib.import_module(f"zoo.commands.{name}")
+        p = sub.add_parser(name, help=help_text)
+        command.add_arguments(p)
+        if not any(a.dest == "plugin" for a in p._actions):
+            _common(p)
+        p.set_defaults(func=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return int(args.func(args) or 0)
+    except ZooError as exc:
+        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""``Model``: a config's rows as one ``nn.Module``, with summary, fusing and weight loading.
+
+Rows live in ``self.model`` (an ``nn.Sequential`` used only as a container) so state-dict keys are
+``model.{row}.…``, the layout Ultralytics checkpoints use. The forward pass walks the rows using the
+builder's :class:`~zoo.builder.RowRecord` list; nothing is attached to the row modules themselves.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from zoo.builder import RowRecord, parse_model
+from zoo.config import resolve_spec
+from zoo.errors import ConfigError
+
+__all__ = ["Model"]
+
+DRY_RUN_SIZE = 128  # small enough to keep builds fast, large enough for stride-32 maps and 300 queries
+
+RowHook = Callable[[int, RowRecord, Any, Any], None]
+
+
+class Model(nn.Module):
+    """Build a model from a YAML path or dict.
+
+    Args:
+        cfg: path to a model YAML, or the config as a dict.
+        scale: scale key (``n``/``s``/...); default: the file-name suffix, else the first scale.
+        nc: number of classes, overriding the config's ``nc``.
+        ch: input image channels.
+        verbose: print the per-row summary after building.
+        plugins: extra plugin files / modules to import before building.
+    """
+
+    def __init__(self, cfg: str | Path | Mapping[str, Any], scale: str | None = None, nc: int | None = None,
+                 ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        spec = resolve_spec(cfg, scale=scale, nc=nc)
+        graph = parse_model(spec, ch=ch, plugins=tuple(plugins))
+        self.model = nn.Sequential(*graph.modules)
+        self.records: tuple[RowRecord, ...] = tuple(graph.records)
+        self.save = graph.save
+        self.yaml: dict[str, Any] = spec.cfg
+        self.name = spec.name
+        self.source = spec.source
+        self.scale = spec.scale
+        self.nc = spec.nc
+        self.ch = ch
+        self.plugins = tuple(plugins)
+        self.names = self._class_names()
+        self._keywords = {k for r in self.records for k in r.keywords}
+        self.stride = self._dry_run(int(spec.cfg.get("imgsz", DRY_RUN_SIZE)))
+        if verbose:
+            self.info()
+
+    # ------------------------------------------------------------------ graph
+    @property
+    def head(self) -> nn.Module:
+        return self.model[-1]
+
+    @property
+    def task(self) -> str:
+        return getattr(self.head, "task", "features")
+
+    def _class_names(self) -> dict[int, str]:
+        names = self.yaml.get("names")
+        if isinstance(names, dict):
+            return {int(k): str(v) for k, v in names.items()}
+        if isinstance(names, list):
+            return dict(enumerate(map(str, names)))
+        return {i: f"class{i}" for i in range(self.nc or 0)}
+
+    def forward(self, x: torch.Tensor, **inputs: Any) -> Any:
+        """Run the rows on ``x`` ``(B, ch, H, W)``; keyword ``inputs`` go to the rows that accept them."""
+        unknown = set(inputs) - self._keywords
+        if unknown:
+            raise TypeError(f"{self.name}: no row accepts keyword input(s) {sorted(unknown)}; accepted: {sorted(self._keywords)}")
+        return self.run_rows(x, inputs)
+
+    def run_rows(self, x: torch.Tensor, inputs: Mapping[str, Any] | None = None, keep: tuple[int, ...] = (),
+                 hook: RowHook | None = None) -> Any:
+        """The forward loop. Rows in ``keep`` have their outputs stored in ``self.kept`` afterwards...
+
+        Returns the last row's output; with ``keep`` non-empty returns ``(output, {row: output})``.
+        ``hook(index, record, row_input, row_output)`` is called after each row (summaries, checks).
+        """
+        inputs = inputs or {}
+        keep_set = set(keep)
+        stored: dict[int, Any] = {}
+        kept: dict[int, Any] = {}
+        for record, module in zip(self.records, self.model):
+            src = record.source
+            if isinstance(src, tuple):
+                row_in = [x if s == -1 else stored[s % record.index] for s in src]
+            else:
+                row_in = x if src == -1 else stored[src % record.index]
+            kwargs = {k: inputs[k] for k in record.keywords if k in inputs}
+            out = module(row_in, **kwargs)
+            if hook is not None:
+                hook(record.index, record, row_in, out)
+            if record.index in self.save:
+                stored[record.index] = out
+            if record.index in keep_set:
+                kept[record.index] = out
+            x = out
+        return (x, kept) if keep else x
+
+    @torch.no_grad()
+    def _dry_run(self, size: int) -> torch.Tensor:
+        """Check every row runs on a small input; tell heads the strides of their inputs."""
+        strides: dict[int, Any] = {}
+
+        def stride_of(t: Any) -> Any:
+            if isinstance(t, torch.Tensor) and t.dim() == 4:
+                return size / t.shape[-1]
+            if isinstance(t, (list, tuple)):
+                return [stride_of(v) for v in t]
+            return None
+
+        def hook(i: int, record: RowRecord, row_in: Any, out: Any) -> None:
+            strides[i] = stride_of(out)
+
+        was_training = self.training
+        self.eval()
+        image = torch.zeros(1, self.ch, size, size)
+        failing = 0
+        try:
+            # set strides before the row that needs them runs: a first pass may stop at the head
+            def pre(i: int, record: RowRecord, row_in: Any, out: Any) -> None:
+                nonlocal failing
+                failing = i + 1
+                hook(i, record, row_in, out)
+                nxt = i + 1
+                if nxt < len(self.records):
+                    self._bind_strides(nxt, strides)
+
+            self._bind_strides(0, strides)
+            self.run_rows(image, hook=pre)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            rec = self.records[failing]
+            raise ConfigError(
+                f"{rec.module} fails on its input during the build's trial run ({size}x{size} image): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; check the row's "
+                f"'from' and channel args against the rows it reads",
+                file=self.source, row=rec.index, section=rec.section,
+            ) from None
+        finally:
+            self.train(was_training)
+        head_strides = [s for s in self._input_strides(len(self.records) - 1, strides) if isinstance(s, (int, float))]
+        return torch.tensor(head_strides or [float(size) / size])
+
+    def _input_strides(self, i: int, strides: Mapping[int, Any]) -> list[Any]:
+        rec = self.records[i]
+        return [1.0 if s == -1 and i == 0 else strides.get(s if s >= 0 else i + s) for s in rec.inputs]
+
+    def _bind_strides(self, i: int, strides: Mapping[int, Any]) -> None:
+        module = self.model[i]
+        if hasattr(module, "set_strides"):
+            module.set_strides([float(s) for s in self._input_strides(i, strides)])
+
+    # ------------------------------------------------------------------ utilities
+    def info(self, imgsz: int | tuple[int, int] = 640, detailed: bool = False, verbose: bool = True) -> dict[str, Any]:
+        """Print the per-row summary at ``imgsz`` and return ``layers``/``params``/``gradients``/``gflops``."""
+        from zoo.summary import summarize
+
+        return summarize(self, imgsz=imgsz, detailed=detailed, verbose=verbose)
+
+    def fuse(self) -> "Model":
+        """Fold BatchNorm into convs and re-parameterise multi-branch blocks, in place."""
+        for module in [m for m in self.modules() if m is not self and hasattr(m, "fuse")]:
+            module.fuse()
+        return self
+
+    def deploy(self) -> "Model":
+        """``fuse()`` and drop branches only used in training (e.g. YOLOv10's one-to-many head)."""
+        self.fuse()
+        for module in [m for m in self.modules() if m is not self and hasattr(m, "drop_training_branches")]:
+            module.drop_training_branches()
+        return self
+
+    def load(self, path: str | Path | Mapping[str, torch.Tensor], strict: bool = False, verbose: bool = True):
+        """Load weights from a zoo checkpoint, a plain state dict, an Ultralytics checkpoint or a
+        registered foreign layout (timm, MobileSAM, ...). Returns a :class:`~zoo.checkpoint.LoadReport`."""
+        from zoo.checkpoint import load_weights
+
+        return load_weights(self, path, strict=strict, verbose=verbose)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **overrides: Any) -> "Model":
+        """Build the model a checkpoint describes (its stored config) and load its weights."""
+        from zoo.checkpoint import read_checkpoint
+
+        ckpt = read_checkpoint(path)
+        if ckpt.config is None:
+            raise ConfigError("checkpoint carries no model config; build with Model(cfg) and call .load(path)", file=str(path))
+        kwargs = {"scale": ckpt.config.get("scale"), "plugins": tuple(ckpt.plugins)}
+        kwargs.update(overrides)
+        model = cls(ckpt.config, **kwargs)
+        model.load(ckpt, strict=False, verbose=False)
+        return model

@@ -1,0 +1,380 @@
+"""YOLOv10 blocks and the NMS-free detection head.
+
+Paper: Wang et al., "YOLOv10: Real-Time End-to-End Object Detection", arXiv:2405.14458.
+C2f/SPPF/Bottleneck follow YOLOv8 (Jocher et al., Ultralytics 2023). Attribute names follow the
+Ultralytics checkpoints so their weights load unchanged.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zoo.nn.common import Conv, attention, fuse_conv_bn
+from zoo.registry import register
+from zoo.wiring import io, multi_input
+
+__all__ = [
+    "Bottleneck", "C2f", "SPPF", "SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "DFL", "v10Detect",
+    "make_anchors", "dist2bbox", "v10_postprocess",
+]
+
+
+class Bottleneck(nn.Module):
+    """Two convs with an optional residual. ``(B, c1, H, W) -> (B, c2, H, W)``."""
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, g: int = 1,
+                 k: tuple[int, int] = (3, 3), e: float = 0.5) -> None:
+        super().__init__()
+        hidden = int(c2 * e)
+        self.cv1 = Conv(c1, hidden, k[0], 1)
+        self.cv2 = Conv(hidden, c2, k[1], 1, g=g)
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+@register(wiring=io(repeats_at=2))
+class C2f(nn.Module):
+    """CSP block with ``n`` bottlenecks whose every output is concatenated (YOLOv8).
+
+    ``(B, c1, H, W) -> (B, c2, H, W)``; hidden width ``c = int(c2 * e)``.
+    """
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5) -> None:
+        super().__init__()
+        self.c = int(c2 * e)
+        self.cv1 = Conv(c1, 2 * self.c, 1, 1)
+        self.cv2 = Conv((2 + n) * self.c, c2, 1)
+        self.m = nn.ModuleList(self._block(shortcut, g) for _ in range(n))
+
+    def _block(self, shortcut: bool, g: int) -> nn.Module:
+        return Bottleneck(self.c, self.c, shortcut, g, k=(3, 3), e=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(x).chunk(2, 1))
+        for block in self.m:
+            y.append(block(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+@register(wiring=io())
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: ``n`` chained max-pools concatenated. ``(B,c1,H,W)->(B,c2,H,W)``.
+
+    ``n`` and ``shortcut`` are the YOLO26-era extensions; the defaults give the YOLOv8/v10 block.
+    """
+
+    def __init__(self, c1: int, c2: int, k: int = 5, n: int = 3, shortcut: bool = False) -> None:
+        super().__init__()
+        hidden = c1 // 2
+        self.cv1 = Conv(c1, hidden, 1, 1)
+        self.cv2 = Conv(hidden * (n + 1), c2, 1, 1)
+        self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
+        self.n = n
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self.cv1(x)]
+        for _ in range(self.n):
+            y.append(self.m(y[-1]))
+        out = self.cv2(torch.cat(y, 1))
+        return x + out if self.add else out
+
+
+@register(wiring=io())
+class SCDown(nn.Module):
+    """Spatial-channel decoupled downsampling: 1x1 channel conv, then a strided depthwise conv."""
+
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 2) -> None:
+        super().__init__()
+        self.cv1 = Conv(c1, c2, 1, 1)
+        self.cv2 = Conv(c2, c2, k=k, s=s, g=c2, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv2(self.cv1(x))
+
+
+class RepVGGDW(nn.Module):
+    """7x7 + 3x3 depthwise branches, summed then SiLU; :meth:`fuse` merges them into one 7x7 conv."""
+
+    def __init__(self, ed: int) -> None:
+        super().__init__()
+        self.conv: nn.Module = Conv(ed, ed, 7, 1, 3, g=ed, act=False)
+        self.conv1: Conv | None = Conv(ed, ed, 3, 1, 1, g=ed, act=False)
+        self.dim = ed
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1 is None:
+            return self.act(self.conv(x))
+        return self.act(self.conv(x) + self.conv1(x))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.conv1 is None:
+            return
+        big, small = self.conv, self.conv1
+        big.fuse()
+        small.fuse()
+        merged = big.conv
+        pad = (merged.kernel_size[0] - small.conv.kernel_size[0]) // 2
+        merged.weight.add_(F.pad(small.conv.weight, [pad] * 4))
+        merged.bias.add_(small.conv.bias)
+        self.conv = merged
+        self.conv1 = None
+
+
+class CIB(nn.Module):
+    """Compact inverted block: depthwise/pointwise stack, optionally a large-kernel RepVGGDW."""
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, e: float = 0.5, lk: bool = False) -> None:
+        super().__init__()
+        hidden = int(c2 * e)
+        mid = RepVGGDW(2 * hidden) if lk else Conv(2 * hidden, 2 * hidden, 3, g=2 * hidden)
+        self.cv1 = nn.Sequential(
+            Conv(c1, c1, 3, g=c1),
+            Conv(c1, 2 * hidden, 1),
+            mid,
+            Conv(2 * hidden, c2, 1),
+            Conv(c2, c2, 3, g=c2),
+        )
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv1(x)
+        return x + y if self.add else y
+
+
+@register(wiring=io(repeats_at=2))
+class C2fCIB(C2f):
+    """C2f with CIB blocks in place of bottlenecks. Args ``(c1, c2, n, shortcut, lk, g, e)``."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, lk: bool = False,
+                 g: int = 1, e: float = 0.5) -> None:
+        self._lk = lk
+        super().__init__(c1, c2, n, shortcut, g, e)
+
+    def _block(self, shortcut: bool, g: int) -> nn.Module:
+        return CIB(self.c, self.c, shortcut, e=1.0, lk=self._lk)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on a feature map, with a depthwise positional conv on the values.
+
+    ``(B, dim, H, W) -> (B, dim, H, W)``; keys/queries use ``key_dim = head_dim * attn_ratio``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, attn_ratio: float = 0.5) -> None:
+        super().__init__()
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"Attention: dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.key_dim = int(self.head_dim * attn_ratio)
+        self.scale = self.key_dim**-0.5
+        qkv_channels = dim + 2 * self.key_dim * num_heads
+        self.qkv = Conv(dim, qkv_channels, 1, act=False)
+        self.proj = Conv(dim, dim, 1, act=False)
+        self.pe = Conv(dim, dim, 3, 1, g=dim, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        n = h * w
+        q, k, v = self.qkv(x).view(b, self.num_heads, 2 * self.key_dim + self.head_dim, n).split(
+            [self.key_dim, self.key_dim, self.head_dim], dim=2
+        )
+        # (B, heads, d, N) -> (B, heads, N, d) for the fused kernel, then back to channel-major
+        out = attention(q.transpose(-2, -1), k.transpose(-2, -1), v.transpose(-2, -1), scale=self.scale)
+        out = out.transpose(-2, -1).reshape(b, c, h, w) + self.pe(v.reshape(b, c, h, w))
+        return self.proj(out)
+
+
+@register(wiring=io())
+class PSA(nn.Module):
+    """Partial self-attention: attention + FFN on half the channels. ``(B, c1, H, W) -> same``.
+
+    Heads have a fixed dimension of 64 (``heads = c // 64``, at least 1) so width scaling keeps
+    the attention valid.
+    """
+
+    def __init__(self, c1: int, c2: int, e: float = 0.5) -> None:
+        super().__init__()
+        if c1 != c2:
+            raise ValueError(f"PSA keeps the channel count: got c1={c1}, c2={c2}")
+        self.c = int(c1 * e)
+        self.cv1 = Conv(c1, 2 * self.c, 1, 1)
+        self.cv2 = Conv(2 * self.c, c1, 1)
+        self.attn = Attention(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1))
+        self.ffn = nn.Sequential(Conv(self.c, self.c * 2, 1), Conv(self.c * 2, self.c, 1, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.cv1(x).split((self.c, self.c), dim=1)
+        b = b + self.attn(b)
+        b = b + self.ffn(b)
+        return self.cv2(torch.cat((a, b), 1))
+
+
+class DFL(nn.Module):
+    """Distribution focal loss integral: expected value of a ``c1``-bin distribution.
+
+    ``(B, 4*c1, A) -> (B, 4, A)``. The fixed projection is a (frozen) 1x1 conv, as in Ultralytics.
+    """
+
+    def __init__(self, c1: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
+        self.conv.weight.data[:] = torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1)
+        self.c1 = c1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, a = x.shape
+        probs = x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)
+        return self.conv(probs).view(b, 4, a)
+
+
+def make_anchors(feats: Sequence[torch.Tensor], strides: Sequence[float] | torch.Tensor,
+                 offset: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell centres of every level, ``(A, 2)`` in feature units, and each anchor's stride ``(A, 1)``."""
+    points, stride_list = [], []
+    for feat, stride in zip(feats, strides):
+        h, w = feat.shape[-2:]
+        dtype, device = feat.dtype, feat.device
+        sx = torch.arange(w, device=device, dtype=dtype) + offset
+        sy = torch.arange(h, device=device, dtype=dtype) + offset
+        gy, gx = torch.meshgrid(sy, sx, indexing="ij")
+        points.append(torch.stack((gx, gy), -1).view(-1, 2))
+        stride_list.append(torch.full((h * w, 1), float(stride), dtype=dtype, device=device))
+    return torch.cat(points), torch.cat(stride_list)
+
+
+def dist2bbox(distance: torch.Tensor, anchor_points: torch.Tensor, xywh: bool = True, dim: int = -1) -> torch.Tensor:
+    """Left/top/right/bottom distances from anchor points -> boxes (xywh or xyxy) along ``dim``."""
+    lt, rb = distance.chunk(2, dim)
+    x1y1 = anchor_points - lt
+    x2y2 = anchor_points + rb
+    if xywh:
+        return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), dim)
+    return torch.cat((x1y1, x2y2), dim)
+
+
+def v10_postprocess(preds: torch.Tensor, max_det: int = 300, nc: int | None = None) -> torch.Tensor:
+    """NMS-free top-k: ``(B, A, 4+nc)`` decoded xywh + probabilities -> ``(B, max_det, 6)``.
+
+    Each row is ``x1, y1, x2, y2, score, class`` (pixels), best first. First the ``max_det``
+    anchors with the highest class score are kept, then the best ``max_det`` (anchor, class)
+    pairs among them, so one anchor may report two classes as the one-to-one head allows.
+    """
+    b, a, c = preds.shape
+    nc = c - 4 if nc is None else nc
+    boxes, scores = preds[..., :4], preds[..., 4:4 + nc]
+    k = min(max_det, a)
+    best_anchor = scores.amax(-1).topk(k, dim=-1).indices  # (B, k)
+    boxes = boxes.gather(1, best_anchor[..., None].expand(-1, -1, 4))
+    scores = scores.gather(1, best_anchor[..., None].expand(-1, -1, nc))
+    top_scores, flat = scores.flatten(1).topk(min(max_det, k * nc), dim=-1)
+    anchor_idx, cls = flat // nc, flat % nc
+    xywh = boxes.gather(1, anchor_idx[..., None].expand(-1, -1, 4))
+    xyxy = torch.cat((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), -1)
+    return torch.cat((xyxy, top_scores[..., None], cls[..., None].to(xyxy.dtype)), -1)
+
+
+def _box_branch(c_in: int, hidden: int, reg_max: int) -> nn.Sequential:
+    return nn.Sequential(Conv(c_in, hidden, 3), Conv(hidden, hidden, 3), nn.Conv2d(hidden, 4 * reg_max, 1))
+
+
+def _cls_branch(c_in: int, hidden: int, nc: int) -> nn.Sequential:
+    # YOLOv10's lightweight classification branch: depthwise + pointwise pairs
+    return nn.Sequential(
+        nn.Sequential(Conv(c_in, c_in, 3, g=c_in), Conv(c_in, hidden, 1)),
+        nn.Sequential(Conv(hidden, hidden, 3, g=hidden), Conv(hidden, hidden, 1)),
+        nn.Conv2d(hidden, nc, 1),
+    )
+
+
+@register(wiring=multi_input())
+class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
+    """YOLOv10 head with one-to-many (``cv2``/``cv3``) and one-to-one (``one2one_*``) branches.
+
+    Input: feature maps ``[(B, ch[i], H_i, W_i)]``. Training: ``{"one2many": [...], "one2one": [...]}``
+    with per-level ``(B, 4*reg_max + nc, H_i, W_i)``. Eval: ``(decoded, raw)`` where ``decoded`` is
+    the one-to-one output ``(B, 4 + nc, A)``: boxes xywh in input pixels, then class probabilities.
+    The one-to-one branch sees detached features (the paper's consistent dual assignment).
+
+    ``end2end=False`` makes the eval output decode the one-to-many branch instead (NMS needed);
+    that is what Ultralytics 8.4 returns when its head's ``end2end`` is off.
+    """
+
+    task = "detect"
+
+    def __init__(self, nc: int = 80, ch: Sequence[int] = (), reg_max: int = 16, end2end: bool = True) -> None:
+        super().__init__()
+        self.end2end = end2end
+        if not ch:
+            raise ValueError("v10Detect needs the channels of its input levels")
+        self.nc = nc
+        self.nl = len(ch)
+        self.reg_max = reg_max
+        self.no = nc + 4 * reg_max
+        self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
+        box_hidden = max(16, ch[0] // 4, reg_max * 4)
+        cls_hidden = max(ch[0], min(nc, 100))
+        self.cv2 = nn.ModuleList(_box_branch(c, box_hidden, reg_max) for c in ch)
+        self.cv3 = nn.ModuleList(_cls_branch(c, cls_hidden, nc) for c in ch)
+        self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
+        self.one2one_cv2 = nn.ModuleList(_box_branch(c, box_hidden, reg_max) for c in ch)
+        self.one2one_cv3 = nn.ModuleList(_cls_branch(c, cls_hidden, nc) for c in ch)
+        self._anchor_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def set_strides(self, strides: list[float]) -> None:
+        self.stride.copy_(torch.tensor(strides, dtype=self.stride.dtype))
+        self.bias_init()
+
+    @torch.no_grad()
+    def bias_init(self, image_size: int = 640) -> None:
+        """Prior biases: box logits 1.0; class logits for ~5 objects per image (YOLO convention)."""
+        for branches_box, branches_cls in ((self.cv2, self.cv3), (self.one2one_cv2, self.one2one_cv3)):
+            for box, cls, s in zip(branches_box, branches_cls, self.stride.tolist()):
+                box[-1].bias.fill_(1.0)
+                cls[-1].bias[: self.nc] = math.log(5 / self.nc / (image_size / max(s, 1.0)) ** 2)
+
+    def drop_training_branches(self) -> None:
+        """Deploy: the one-to-one branch alone makes the predictions."""
+        self.cv2 = None
+        self.cv3 = None
+
+    @staticmethod
+    def _levels(feats: Sequence[torch.Tensor], box: nn.ModuleList, cls: nn.ModuleList) -> list[torch.Tensor]:
+        return [torch.cat((b(f), c(f)), 1) for f, b, c in zip(feats, box, cls)]
+
+    def forward(self, x: list[torch.Tensor]):
+        one2one = self._levels([f.detach() for f in x], self.one2one_cv2, self.one2one_cv3)
+        raw = {"one2one": one2one}
+        if self.cv2 is not None:
+            raw["one2many"] = self._levels(x, self.cv2, self.cv3)
+        if self.training:
+            return raw
+        if not self.end2end and "one2many" in raw:
+            return self.decode(raw["one2many"]), raw
+        return self.decode(one2one), raw
+
+    def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """Per-level raw maps -> ``(B, 4 + nc, A)``: xywh pixels then class probabilities."""
+        b = levels[0].shape[0]
+        flat = torch.cat([lvl.view(b, self.no, -1) for lvl in levels], 2)
+        box, cls = flat.split((4 * self.reg_max, self.nc), 1)
+        anchors, strides = self._anchors(levels)
+        xywh = dist2bbox(self.dfl(box), anchors.T.unsqueeze(0), xywh=True, dim=1) * strides.T
+        return torch.cat((xywh, cls.sigmoid()), 1)
+
+    def _anchors(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (tuple(lvl.shape[-2:] for lvl in levels), levels[0].device, levels[0].dtype)
+        if self._anchor_cache is None or self._anchor_cache[0] != key:
+            anchors, strides = make_anchors(levels, self.stride.tolist(), 0.5)
+            self._anchor_cache = (key, anchors, strides)
+        return self._anchor_cache[1], self._anchor_cache[2]

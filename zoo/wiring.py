@@ -1,0 +1,166 @@
+"""How the builder turns a YAML row's args into constructor args and knows the output channels.
+
+Every registered module carries a :class:`Wiring` (given to ``@register(wiring=...)``), so the
+builder itself never names a module class. The common patterns live here; a block with unusual
+wiring passes its own function to :func:`custom`.
+
+A wiring function receives a :class:`RowContext` and returns :class:`Wired`. ``Wired.out_channels``
+may be ``None``: the builder then reads ``module.out_channels`` (an ``int`` or, for a module that
+returns a list of feature maps, a ``list[int]``) and falls back to the input channels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Channels = Any  # int, or list of Channels for multi-input rows / multi-output sources
+
+
+def make_divisible(x: float, divisor: int = 8) -> int:
+    """Smallest multiple of ``divisor`` that is >= ``x`` (the Ultralytics width rule)."""
+    return int(math.ceil(x / divisor) * divisor)
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What the builder knows when it wires one row."""
+
+    c_in: Channels  # channels of the input: int, list[int] for a multi-output source, list for `from` lists
+    args: list  # args with symbols (nc, None, ...) already resolved
+    repeats: int  # repeats after depth scaling
+    width: float = 1.0
+    max_channels: int = 1 << 30
+    nc: int | None = None
+
+    def scale_width(self, c: int) -> int:
+        """Width-scale an output channel count, leaving a class count (``c == nc``) alone."""
+        if not isinstance(c, int) or isinstance(c, bool):
+            raise TypeError(f"expected an integer channel count, got {c!r}")
+        if self.nc is not None and c == self.nc:
+            return c
+        return make_divisible(min(c, self.max_channels) * self.width, 8)
+
+    def single_input(self) -> int:
+        if not isinstance(self.c_in, int):
+            raise ValueError(
+                f"this module takes one single-output input, got channels {self.c_in}; "
+                "pick one output of a multi-output row with an Index row"
+            )
+        return self.c_in
+
+
+@dataclass
+class Wired:
+    args: list
+    repeats: int = 1  # copies to stack in nn.Sequential; 1 when the module consumed the count
+    out_channels: Channels | None = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """A named wiring rule: ``fn(ctx) -> Wired`` plus a one-line description for ``zoo list``."""
+
+    fn: Callable[[RowContext], Wired]
+    describe: str
+
+    def __call__(self, ctx: RowContext) -> Wired:
+        return self.fn(ctx)
+
+
+def io(repeats_at: int | None = None, scale: bool = True) -> Wiring:
+    """``args[0]`` is the output channel count (width-scaled); the input channels are prepended.
+
+    With ``repeats_at`` the row's repeat count is inserted at that index of the final args and the
+    module is built once (it stacks its own blocks), as C2f/C3-style blocks do.
+    """
+
+    def wire(ctx: RowContext) -> Wired:
+        if not ctx.args:
+            raise ValueError("expects the output channel count as its first arg")
+        c1 = ctx.single_input()
+        c2 = ctx.scale_width(ctx.args[0]) if scale else ctx.args[0]
+        args = [c1, c2, *ctx.args[1:]]
+        repeats = ctx.repeats
+        if repeats_at is not None:
+            args.insert(repeats_at, repeats)
+            repeats = 1
+        return Wired(args, repeats, c2)
+
+    rep = f", repeats -> arg {repeats_at}" if repeats_at is not None else ""
+    return Wiring(wire, f"(c1, c2{'*width' if scale else ''}, ...){rep}")
+
+
+def io_mid(repeats_at: int | None = None) -> Wiring:
+    """``args[0]`` is a hidden width and ``args[1]`` the output channels, neither scaled (HGNet)."""
+
+    def wire(ctx: RowContext) -> Wired:
+        c1 = ctx.single_input()
+        if len(ctx.args) < 2:
+            raise ValueError("expects [hidden_channels, out_channels, ...]")
+        args = [c1, *ctx.args]
+        repeats = ctx.repeats
+        if repeats_at is not None:
+            args.insert(repeats_at, repeats)
+            repeats = 1
+        return Wired(args, repeats, ctx.args[1])
+
+    return Wiring(wire, "(c1, cm, c2, ...)")
+
+
+def in_first() -> Wiring:
+    """Input channels prepended, output channels equal input channels (norms, AIFI)."""
+
+    def wire(ctx: RowContext) -> Wired:
+        c1 = ctx.single_input()
+        return Wired([c1, *ctx.args], ctx.repeats, c1)
+
+    return Wiring(wire, "(c1, ...) -> c1")
+
+
+def passthrough() -> Wiring:
+    """Args as written; output channels from ``module.out_channels`` or else the input's."""
+
+    def wire(ctx: RowContext) -> Wired:
+        return Wired(list(ctx.args), ctx.repeats, None)
+
+    return Wiring(wire, "(...) as written")
+
+
+def concat() -> Wiring:
+    def wire(ctx: RowContext) -> Wired:
+        if not isinstance(ctx.c_in, list) or not all(isinstance(c, int) for c in ctx.c_in):
+            raise ValueError(f"concatenates single-output rows; got channels {ctx.c_in}")
+        return Wired(list(ctx.args), ctx.repeats, sum(ctx.c_in))
+
+    return Wiring(wire, "(dim) -> sum of input channels")
+
+
+def multi_input(insert_at: int | None = None) -> Wiring:
+    """Heads: the list of input channels is appended to the args, or inserted at ``insert_at``."""
+
+    def wire(ctx: RowContext) -> Wired:
+        chs = ctx.c_in if isinstance(ctx.c_in, list) else [ctx.c_in]
+        args = list(ctx.args)
+        if insert_at is None:
+            args.append(list(chs))
+        else:
+            args.insert(insert_at, list(chs))
+        return Wired(args, ctx.repeats, None)
+
+    where = "appended" if insert_at is None else f"inserted at {insert_at}"
+    return Wiring(wire, f"(...) with input channel list {where}")
+
+
+def custom(fn: Callable[[RowContext], Wired], describe: str) -> Wiring:
+    return Wiring(fn, describe)
+
+
+# torch.nn classes used in YAMLs, resolved without registration (see Registry.get).
+TORCH_WIRINGS: dict[str, Wiring] = {
+    "BatchNorm2d": Wiring(lambda ctx: Wired([ctx.single_input()], ctx.repeats, ctx.single_input()), "(c1)"),
+    "ConvTranspose2d": io(),
+    "Conv2d": io(scale=False),
+    "LayerNorm": in_first(),
+}
