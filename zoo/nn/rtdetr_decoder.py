@@ -260,7 +260,7 @@ class RTDETRDecoder(nn.Module):
 
     def __init__(self, nc: int = 80, ch: tuple[int, ...] | list[int] = (512, 1024, 2048), hd: int = 256,
                  nq: int = 300, ndp: int = 4, nh: int = 8, ndl: int = 6, d_ffn: int = 1024, dropout: float = 0.0,
-                 act: nn.Module = nn.ReLU(), eval_idx: int = -1, nd: int = 100, label_noise_ratio: float = 0.5,
+                 act: nn.Module | None = nn.ReLU(), eval_idx: int = -1, nd: int = 100, label_noise_ratio: float = 0.5,
                  box_noise_scale: float = 1.0, learnt_init_query: bool = False) -> None:
         super().__init__()
         if not isinstance(nc, int) or nc < 1:
@@ -280,6 +280,7 @@ class RTDETRDecoder(nn.Module):
             nn.Sequential(nn.Conv2d(c, hd, 1, bias=False), nn.BatchNorm2d(hd, eps=ULTRA_BN_EPS, momentum=ULTRA_BN_MOMENTUM))
             for c in ch
         )
+        act = nn.ReLU() if act is None else act  # a YAML row cannot spell a module: None = the default
         layers = [DeformableDecoderLayer(hd, nh, d_ffn, dropout, act, self.nl, ndp) for _ in range(ndl)]
         self.decoder = DeformableDecoder(layers, eval_idx)
         self.denoising_class_embed = nn.Embedding(nc, hd)
