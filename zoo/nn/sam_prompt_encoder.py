@@ -146,5 +146,7 @@ class PromptEncoder(nn.Module):
                 )
             dense = self.mask_downscaling(masks.to(self.no_mask_embed.weight.dtype))
         else:
-            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+            # a copy, not a view of the parameter: views of parameters made under no_grad confuse
+            # autograd-based tools (torch.utils.flop_counter's module tracker)
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w).contiguous()
         return sparse, dense
