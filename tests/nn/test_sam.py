@@ -40,13 +40,12 @@ def model() -> Model:
 
 
 @pytest.fixture(scope="module")
-def loaded(model: Model) -> tuple[Model, dict[str, str], dict[str, torch.Tensor]]:
-    sd, io = _fixture()
+def loaded(model: Model):
+    """The cfg model with ``mobile_sam.pt`` loaded through ``Model.load`` (the registered key map)."""
+    _, io = _fixture()
     m = copy.deepcopy(model)
-    converted, skipped = convert_sam(sd, m)
-    result = m.load_state_dict(converted, strict=False)
-    assert not result.missing_keys and not result.unexpected_keys, result
-    return m.eval(), skipped, io
+    report = m.load(FIXTURE / "mobile_sam.pt", verbose=False)
+    return m.eval(), report, io
 
 
 # ----------------------------------------------------------------------------------------- parameters
@@ -90,10 +89,20 @@ def test_decoder_parity_on_fixture_embeddings() -> None:
     assert (iou - io["point_iou"]).abs().max() < 1e-4
 
 
-def test_key_map_reports_classifier_as_skipped(loaded) -> None:
-    _, skipped, _ = loaded
+def test_load_report(loaded) -> None:
+    model, report, _ = loaded
+    assert "segment-anything" in report.layout
+    assert not report.missing and not report.unexpected and not report.mismatched
+    assert len(report.loaded) == len(model.state_dict())
+    assert set(report.skipped) == CLASSIFIER_KEYS  # reported, not silently dropped
+    assert all("classifier" in reason for reason in report.skipped.values())
+
+
+def test_convert_passes_unknown_keys_through(model: Model) -> None:
+    sd, _ = _fixture()
+    converted, skipped = convert_sam({**sd, "image_encoder.extra.weight": torch.zeros(1)}, model)
+    assert "image_encoder.extra.weight" in converted  # the loader reports it as unexpected
     assert set(skipped) == CLASSIFIER_KEYS
-    assert all("classifier" in reason for reason in skipped.values())
 
 
 def test_detects_sam_layout() -> None:

@@ -145,3 +145,6 @@ class SamHead(nn.Module):
             masks = masks.unflatten(0, (batch, sets))
             iou = iou.unflatten(0, (batch, sets))
         return masks, iou
+
+
+from zoo.nn import sam_keys  # noqa: E402,F401  (registers the MobileSAM / segment-anything key map)

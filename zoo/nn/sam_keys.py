@@ -20,12 +20,13 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from zoo.checkpoint import KeyMap, register_key_map
 from zoo.nn.timm_keys import map_tinyvit_key, tinyvit_rows
 
-__all__ = ["is_sam_checkpoint", "convert_sam"]
+__all__ = ["is_sam_checkpoint", "convert_sam", "SAM_KEY_MAP"]
 
 NECK_PARTS = {"0": "conv1", "1": "norm1", "2": "conv2", "3": "norm2"}
-CLASSIFIER_REASON = "TinyViT classifier head (norm_head/head): SAM's encoder ends at the neck, the cfg has no classifier row"
+CLASSIFIER_REASON = "TinyViT classifier head, unused by SAM (the cfg has no classifier row)"
 
 
 def is_sam_checkpoint(sd: Mapping[str, torch.Tensor]) -> bool:
@@ -69,3 +70,6 @@ def convert_sam(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str
         new = map_tinyvit_key(sub, encoder_rows, layout="mobilesam")
         out[new if new is not None else key] = value
     return out, skipped
+
+
+SAM_KEY_MAP = register_key_map(KeyMap("segment-anything", is_sam_checkpoint, convert_sam))
