@@ -12,6 +12,7 @@ drawn; otherwise the single-mask output is used.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,12 +21,49 @@ from PIL import Image, ImageDraw
 
 from zoo.predictor import SamPredictor
 
-__all__ = ["predict_sam", "overlay_masks"]
+__all__ = ["predict_sam", "overlay_masks", "parse_point", "parse_box", "add_prompt_arguments"]
 
 MASK_COLOURS = (  # RGB, distinguishable on photos
     (30, 144, 255), (255, 99, 71), (50, 205, 50), (255, 215, 0), (186, 85, 211), (0, 206, 209),
 )
 POSITIVE_COLOUR, NEGATIVE_COLOUR, BOX_COLOUR = (0, 220, 0), (230, 0, 0), (255, 255, 0)
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """``"x,y"`` or ``"x,y,label"`` -> ``(x, y, label)``; label defaults to 1 (foreground).
+
+    Raises ``argparse.ArgumentTypeError`` so argparse prints a one-line usage error.
+    """
+    parts = text.split(",")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"point {text!r} must be x,y or x,y,label (label 1 or 0)") from None
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point {text!r}: label must be 1 (foreground) or 0 (background)")
+    return x, y, label
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"x1,y1,x2,y2"`` -> a box; raises ``argparse.ArgumentTypeError`` when malformed."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"box {text!r} must be x1,y1,x2,y2") from None
+    if x2 <= x1 or y2 <= y1:
+        raise argparse.ArgumentTypeError(f"box {text!r} needs x2 > x1 and y2 > y1")
+    return x1, y1, x2, y2
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--points x,y[,label] ...`` and ``--box x1,y1,x2,y2`` (repeatable) for ``zoo predict``."""
+    parser.add_argument("--points", nargs="+", type=parse_point, default=[], metavar="X,Y[,LABEL]",
+                        help="SAM point prompts in image pixels; label 1 foreground (default) or 0 background")
+    parser.add_argument("--box", action="append", type=parse_box, default=[], metavar="X1,Y1,X2,Y2",
+                        help="SAM box prompt in image pixels (repeat for one mask per box)")
 
 
 def overlay_masks(image: np.ndarray, masks: Sequence[np.ndarray], points: Sequence[tuple[float, float, int]] = (),
@@ -48,8 +86,11 @@ def overlay_masks(image: np.ndarray, masks: Sequence[np.ndarray], points: Sequen
 
 
 def predict_sam(model: Any, source: Path, points: list[tuple[float, float, int]],
-                boxes: list[tuple[float, float, float, float]], out_dir: Path) -> Path:
-    """Segment ``source`` with the prompts and write ``out_dir/<stem>_sam.png``; returns that path."""
+                boxes: list[tuple[float, float, float, float]], out_dir: Path, input_size: int | None = None) -> Path:
+    """Segment ``source`` with the prompts and write ``out_dir/<stem>_sam.png``; returns that path.
+
+    ``input_size`` overrides the model input side (default: the cfg's ``input_size``, else 1024).
+    """
     source, out_dir = Path(source), Path(out_dir)
     if not points and not boxes:
         raise ValueError("give at least one prompt: --points x,y[,label] and/or --box x1,y1,x2,y2")
@@ -63,7 +104,7 @@ def predict_sam(model: Any, source: Path, points: list[tuple[float, float, int]]
         raise FileNotFoundError(f"image not found: {source}")
     image = np.asarray(Image.open(source).convert("RGB"))
 
-    predictor = SamPredictor(model)
+    predictor = SamPredictor(model, input_size=input_size)
     predictor.set_image(image)
     coords = np.array([[x, y] for x, y, _ in points], dtype=np.float64) if points else None
     labels = np.array([label for _, _, label in points], dtype=np.int64) if points else None
