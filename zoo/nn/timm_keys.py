@@ -32,6 +32,8 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from zoo.checkpoint import KeyMap, register_key_map
+
 __all__ = [
     "TinyViTRows", "tinyvit_rows", "map_tinyvit_key", "convert_timm_tinyvit",
     "MobileViTRows", "mobilevit_rows", "convert_timm_mobilevit",
@@ -123,3 +125,76 @@ def convert_timm_tinyvit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple
 
 def _is_timm_tinyvit(sd: Mapping[str, torch.Tensor]) -> bool:
     return "patch_embed.conv1.conv.weight" in sd and any(k.startswith("stages.") and "attention_biases" in k for k in sd)
+
+
+# ------------------------------------------------------------------------------------------- MobileViT
+
+
+@dataclass(frozen=True)
+class MobileViTRows:
+    """Where timm's MobileViT prefixes live in a zoo model (``prefix -> zoo prefix``)."""
+
+    prefixes: dict[str, str]
+    classify: int | None
+
+
+def mobilevit_rows(model: nn.Module) -> MobileViTRows:
+    """Assign timm prefixes (``stem``, ``stages.{i}.{j}``, ``final_conv``) to zoo rows.
+
+    Either one :class:`~zoo.nn.mobilevit.MobileViTBackbone` row (timm's names under ``model.{row}.``)
+    or stage rows: the first ConvBNAct is the stem, each MV2Stage starts timm stage ``i`` with its
+    blocks as ``j = 0..n-1``, and a following MobileViTBlock / MobileViTBlockV2 row takes the next ``j``.
+    """
+    rows = _rows(model)
+    cls = _indices(rows, "Classify")
+    classify = cls[0] if cls else None
+    prefixes: dict[str, str] = {}
+    backbone = _indices(rows, "MobileViTBackbone")
+    if backbone:
+        r = backbone[0]
+        prefixes["stem"] = f"model.{r}.stem"
+        prefixes["final_conv"] = f"model.{r}.final_conv"
+        for i, stage in enumerate(rows[r].stages):
+            for j in range(len(stage)):
+                prefixes[f"stages.{i}.{j}"] = f"model.{r}.stages.{i}.{j}"
+        return MobileViTRows(prefixes, classify)
+    stage, j = -1, 0
+    for r, module in enumerate(rows):
+        name = type(module).__name__
+        if name == "ConvBNAct" and stage < 0 and "stem" not in prefixes:
+            prefixes["stem"] = f"model.{r}"
+        elif name == "MV2Stage":
+            stage, j = stage + 1, 0
+            for k in range(len(module.blocks)):
+                prefixes[f"stages.{stage}.{j}"] = f"model.{r}.blocks.{k}"
+                j += 1
+        elif name in ("MobileViTBlock", "MobileViTBlockV2") and stage >= 0:
+            prefixes[f"stages.{stage}.{j}"] = f"model.{r}"
+            j += 1
+    if classify is not None and getattr(rows[classify], "expand", None) is not None:
+        prefixes["final_conv"] = f"model.{classify}.expand"
+    return MobileViTRows(prefixes, classify)
+
+
+def convert_timm_mobilevit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    rows = mobilevit_rows(model)
+    out: dict[str, torch.Tensor] = {}
+    skipped: dict[str, str] = {}
+    for key, value in sd.items():
+        m = re.match(r"(stem|final_conv|stages\.\d+\.\d+)\.(.*)$", key)
+        if m and m[1] in rows.prefixes:
+            out[f"{rows.prefixes[m[1]]}.{m[2]}"] = value
+        elif key.startswith("head.fc.") and rows.classify is not None:
+            out[f"model.{rows.classify}.fc.{key[len('head.fc.'):]}"] = value
+        else:
+            skipped[key] = "no matching row in this model"
+    return out, skipped
+
+
+def _is_timm_mobilevit(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "stem.conv.weight" in sd and any(k.startswith("stages.") and ".conv1_1x1." in k for k in sd) and any(
+        ".transformer.0." in k for k in sd)
+
+
+register_key_map(KeyMap("timm TinyViT", _is_timm_tinyvit, convert_timm_tinyvit))
+register_key_map(KeyMap("timm MobileViT", _is_timm_mobilevit, convert_timm_mobilevit))
