@@ -98,6 +98,22 @@ def test_resnet_layers_wire_expanded_channels() -> None:
     assert graph.records[-1].args[1] == [256, 256, 256]  # channel list inserted at args[1]
 
 
+def test_mobilevit_cfg_matches_seed_rows() -> None:
+    from zoo.registry import MODULES
+
+    if "MobileViTBackbone" not in MODULES:
+        pytest.skip("MobileViT backbone (backbones issue) not available")
+    graph = parse_model(resolve_spec(CFG / "rtdetr-mobilevit.yaml"))
+    params = [r.params for r in graph.records]
+    # the seed post's table (nc=1) from its Conv after the backbone to the decoder
+    seed = [164352, 789760, 66048, 0, 33280, 0, 2232320, 66048, 0, 25088, 0, 2232320, 590336, 0, 2232320,
+            590336, 0, 2232320, 7303907]
+    assert params[4:] == seed
+    assert [r.out_channels for r in graph.records[1:4]] == [96, 128, 640]
+    # seed total 24,137,067 includes mobile_vit_small's unused 640->1000 classifier (641,000 params)
+    assert sum(params) == 24_137_067 - (640 * 1000 + 1000)
+
+
 def test_bad_decoder_args_are_config_errors() -> None:
     cfg = {**TINY_YAML, "head": [*TINY_YAML["head"][:-1], [[19, 22, 25], 1, "RTDETRDecoder", ["nc", 30, 20, 2, 4]]]}
     with pytest.raises(ConfigError, match="row 26"):
