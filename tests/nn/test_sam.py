@@ -136,14 +136,17 @@ def test_any_multiple_of_16_non_square(model: Model) -> None:
     x = torch.randn(2, 3, 96, 160)
     points = torch.tensor([[[100.0, 50.0]], [[10.0, 80.0]]])
     labels = torch.ones(2, 1, dtype=torch.long)
+    head = model.model[-1]
     with torch.no_grad():
-        masks, iou = model(x, points=points, labels=labels)
+        (masks, iou), kept = model.run_rows(x, dict(points=points, labels=labels), keep=(len(model.records) - 2,))
         assert masks.shape == (2, 3, 24, 40) and iou.shape == (2, 3)
-        masks, iou = model(x, boxes=torch.tensor([[0.0, 0.0, 100.0, 90.0]] * 2), multimask_output=False)
+        emb = kept[len(model.records) - 2]
+        assert emb.shape == (2, 256, 6, 10)
+        masks, iou = head(emb, boxes=torch.tensor([[0.0, 0.0, 100.0, 90.0]] * 2), multimask_output=False)
         assert masks.shape == (2, 1, 24, 40) and iou.shape == (2, 1)
-        masks, _ = model(x, mask_inputs=torch.randn(2, 1, 24, 40))
+        masks, _ = head(emb, mask_inputs=torch.randn(2, 1, 24, 40))
         assert masks.shape == (2, 3, 24, 40)
-        masks, iou = model(x)  # no prompt at all: one prediction per image
+        masks, iou = head(emb)  # no prompt at all: one prediction per image
         assert masks.shape == (2, 3, 24, 40) and torch.isfinite(masks).all()
 
 
@@ -220,3 +223,34 @@ def test_flops_count_window_attention(model: Model) -> None:
     assert stats[5].gflops * 1e9 == pytest.approx(_basic_layer_flops(8, 10, 160, 5, 14, 6), rel=1e-9)
     assert stats[7].gflops * 1e9 == pytest.approx(_basic_layer_flops(8, 10, 320, 10, 7, 2), rel=1e-9)
     assert stats[9].gflops is not None and stats[9].gflops > 0
+
+
+# ----------------------------------------------------------------------------------------- train / fuse
+
+
+def test_fused_model_matches(model: Model) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 64, 96)
+    fused = copy.deepcopy(model)
+    for m in fused.modules():  # non-trivial BN statistics so folding has something to do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    reference = copy.deepcopy(fused)
+    fused.fuse().fuse()  # idempotent
+    with torch.no_grad():
+        a, ia = reference(x, boxes=torch.tensor([[4.0, 4.0, 60.0, 40.0]]))
+        b, ib = fused(x, boxes=torch.tensor([[4.0, 4.0, 60.0, 40.0]]))
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ia, ib, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_reach_encoder_and_prompt_embeddings(model: Model) -> None:
+    m = copy.deepcopy(model).train()
+    masks, iou = m(torch.randn(2, 3, 64, 64), points=torch.tensor([[[10.0, 20.0]], [[40.0, 50.0]]]),
+                   labels=torch.ones(2, 1), boxes=torch.tensor([[0.0, 0.0, 30.0, 30.0]] * 2))
+    (masks.sigmoid().mean() + iou.mean()).backward()
+    head = m.model[-1]
+    for p in (head.prompt_encoder.point_embeddings[1].weight, head.prompt_encoder.point_embeddings[2].weight,
+              head.mask_decoder.mask_tokens.weight, m.model[0].conv1.conv.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
