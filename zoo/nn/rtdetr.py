@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import Conv, DWConv, fuse_conv_bn
+from zoo.nn.common import ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, Conv, DWConv, fuse_conv_bn
 from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, in_first, io, io_mid
@@ -102,17 +102,18 @@ class RepConv(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, p: int = 1, g: int = 1, d: int = 1,
                  act: bool | nn.Module = True, bn: bool = False, deploy: bool = False) -> None:
         super().__init__()
-        if k != 3 or p != 1:
-            raise ValueError(f"RepConv folds a 1x1 branch into a 3x3 kernel; needs k=3, p=1 (got k={k}, p={p})")
+        if k != 3 or p != 1 or d != 1:
+            raise ValueError(f"RepConv folds a 1x1 branch into a 3x3 kernel; needs k=3, p=1, d=1 (got {k}, {p}, {d})")
         self.c1, self.c2, self.g = c1, c2, g
         self.act = nn.SiLU() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
         self.conv: nn.Conv2d | None = None
         if deploy:
-            self.conv = nn.Conv2d(c1, c2, k, s, p, dilation=d, groups=g, bias=True)
+            self.conv = nn.Conv2d(c1, c2, k, s, p, groups=g, bias=True)
             return
         self.conv1 = Conv(c1, c2, k, s, p=p, g=g, act=False)
         self.conv2 = Conv(c1, c2, 1, s, p=p - k // 2, g=g, act=False)
-        self.bn = nn.BatchNorm2d(c1, eps=1e-3, momentum=0.03) if bn and c2 == c1 and s == 1 else None
+        identity = bn and c2 == c1 and s == 1
+        self.bn = nn.BatchNorm2d(c1, eps=ULTRA_BN_EPS, momentum=ULTRA_BN_MOMENTUM) if identity else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
@@ -140,7 +141,7 @@ class RepConv(nn.Module):
             scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
             weight = weight + ident * scale.view(-1, 1, 1, 1)
             bias = bias + self.bn.bias - self.bn.running_mean * scale
-        conv = nn.Conv2d(self.c1, self.c2, 3, k3.stride, k3.padding, dilation=k3.dilation, groups=self.g, bias=True)
+        conv = nn.Conv2d(self.c1, self.c2, 3, k3.stride, k3.padding, groups=self.g, bias=True)
         conv = conv.to(device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
@@ -166,7 +167,8 @@ class RepC3(nn.Module):
 
 
 def sincos_position_embedding_2d(h: int, w: int, dim: int, temperature: float = 10000.0,
-                                 device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                                 device: torch.device | None = None,
+                                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Fixed 2-D sine-cosine embedding for a row-major ``h x w`` token grid: ``(1, h*w, dim)``.
 
     Channels are ``[sin(row*w_i), cos(row*w_i), sin(col*w_i), cos(col*w_i)]`` with

@@ -21,13 +21,16 @@ from zoo.nn.rtdetr_denoising import denoising_queries, inverse_sigmoid
 from zoo.registry import register
 from zoo.wiring import multi_input
 
-__all__ = ["MultiheadAttention", "MSDeformAttn", "DeformableDecoderLayer", "DeformableDecoder", "RTDETRDecoder", "generate_anchors"]
+__all__ = [
+    "MultiheadAttention", "MSDeformAttn", "DeformableDecoderLayer", "DeformableDecoder", "RTDETRDecoder",
+    "generate_anchors", "deformable_sample",
+]
 
 
 class MultiheadAttention(nn.Module):
     """Multi-head attention with ``torch.nn.MultiheadAttention``'s parameter layout
     (``in_proj_weight (3C, C)``, ``in_proj_bias (3C,)``, ``out_proj``), batch-first, computed with
-    :func:`~zoo.nn.common.attention` so the FLOP counter sees it.
+    :func:`~zoo.nn.common.attention` (``F.scaled_dot_product_attention``).
 
     ``q, k: (B, Nq|Nk, C)``, ``v: (B, Nk, C)`` -> ``(B, Nq, C)``. ``mask``: bool ``(Nq, Nk)``, True = blocked.
     """
@@ -123,8 +126,9 @@ class MSDeformAttn(nn.Module):
     def forward(self, query: torch.Tensor, ref: torch.Tensor, value: torch.Tensor, shapes: list[tuple[int, int]],
                 value_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, q = query.shape[:2]
-        if sum(h * w for h, w in shapes) != value.shape[1]:
-            raise ValueError(f"value has {value.shape[1]} tokens but level shapes {shapes} need {sum(h * w for h, w in shapes)}")
+        tokens = sum(h * w for h, w in shapes)
+        if tokens != value.shape[1]:
+            raise ValueError(f"value has {value.shape[1]} tokens but level shapes {shapes} need {tokens}")
         value = self.value_proj(value)
         if value_mask is not None:
             value = value.masked_fill(value_mask[..., None], 0.0)
@@ -277,7 +281,8 @@ class RTDETRDecoder(nn.Module):
         self.strides: list[float] = [8.0 * 2 ** i for i in range(self.nl)]  # set by the builder's dry run
 
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, hd, 1, bias=False), nn.BatchNorm2d(hd, eps=ULTRA_BN_EPS, momentum=ULTRA_BN_MOMENTUM))
+            nn.Sequential(nn.Conv2d(c, hd, 1, bias=False),
+                          nn.BatchNorm2d(hd, eps=ULTRA_BN_EPS, momentum=ULTRA_BN_MOMENTUM))
             for c in ch
         )
         act = nn.ReLU() if act is None else act  # a YAML row cannot spell a module: None = the default
