@@ -64,7 +64,8 @@ class SamPredictor:
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """``(H, W, 3)`` uint8 RGB -> ``(1, 3, S, S)`` normalised, padded model input."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            is_array = isinstance(image, np.ndarray)
+            got = f"{image.dtype} array of shape {image.shape}" if is_array else type(image).__name__
             raise ValueError(f"set_image expects an HxWx3 uint8 RGB array, got {got}")
         h, w = resized_shape(image.shape[0], image.shape[1], self.input_size)
         resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))

@@ -78,8 +78,8 @@ def test_reference_encoder_count_from_checkpoint() -> None:
 def test_decoder_parity_on_fixture_embeddings() -> None:
     sd, io = _fixture()
     pe, md = PromptEncoder(256, 16), MaskDecoder()
-    pe.load_state_dict({k[len("prompt_encoder."):]: v.float() for k, v in sd.items() if k.startswith("prompt_encoder.")})
-    md.load_state_dict({k[len("mask_decoder."):]: v.float() for k, v in sd.items() if k.startswith("mask_decoder.")})
+    for module, prefix in ((pe, "prompt_encoder."), (md, "mask_decoder.")):
+        module.load_state_dict({k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)})
     emb = io["image_embeddings"]
     with torch.no_grad():
         sparse, dense = pe(io["point_coords"], io["point_labels"], None, None, (1024, 1024), (64, 64))

@@ -81,6 +81,5 @@ class MaskDecoder(nn.Module):
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B*N, num_mask_tokens, C/8)
-        _, cu, hu, wu = upscaled.shape
-        masks = (hyper_in @ upscaled.flatten(2)).view(b, -1, hu, wu)
+        masks = (hyper_in @ upscaled.flatten(2)).view(b, -1, *upscaled.shape[-2:])
         return masks, self.iou_prediction_head(iou_token_out)
