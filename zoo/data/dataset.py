@@ -148,4 +148,7 @@ def build_dataloader(dataset: Dataset, batch_size: int, collate: Callable[[list[
         dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=nw,
         pin_memory=pin_memory, drop_last=False, persistent_workers=nw > 0,
         worker_init_fn=_worker_init if nw > 0 else None,
+        # Its own generator: creating worker seeds must not advance the global torch RNG, or a
+        # resumed run (which starts its workers at a later epoch) would diverge from an unbroken one.
+        generator=torch.Generator().manual_seed(int(seed)),
     )

@@ -1,0 +1,115 @@
+"""The trainer on tiny models and a few steps: run folder, checkpoints, exact resume, divergence."""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.commands.train import add_arguments
+from zoo.engine.trainer import Trainer
+
+DATA = "shapes:n_train=8,n_val=4,max_objects=3"
+
+
+def _args(cfg: Path, project: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    parser.add_argument("--plugin", action="append", default=[])
+    return parser.parse_args([str(cfg), "--data", DATA, "--imgsz", "64", "--batch", "4", "--workers", "0",
+                              "--device", "cpu", "--project", str(project), "--no-progress", *extra])
+
+
+class Stop(Exception):
+    pass
+
+
+def test_detect_run_folder_and_checkpoint_layout(tiny_detect_cfg: Path, tmp_path: Path) -> None:
+    result = Trainer(_args(tiny_detect_cfg, tmp_path, "--epochs", "2")).train()
+    run = tmp_path / "train"
+    assert result.status == "done" and result.save_dir == run
+    for name in ("args.yaml", "results.csv", "results.png", "train_batch.jpg", "val_predictions.jpg",
+                 "weights/last.pt", "weights/best.pt"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"train/box", "train/cls", "train/dfl", "mAP50", "mAP50-95", "lr", "time", "skipped"} <= set(rows[0])
+    ckpt = torch.load(run / "weights" / "last.pt", weights_only=True)  # plain types and tensors only
+    assert ckpt["format"] == "zoo-train/1" and ckpt["epoch"] == 1 and ckpt["task"] == "detect"
+    assert ckpt["yaml"]["nc"] == 5 and ckpt["names"][0] == "circle"
+    assert set(ckpt) >= {"model_state", "train_state", "optimizer", "schedule", "ema", "rng", "args"}
+    assert not list((run / "weights").glob("*.tmp"))
+
+    from zoo import Model
+
+    model = Model.from_checkpoint(run / "weights" / "best.pt")
+    report = model.load(run / "weights" / "best.pt", verbose=False)
+    assert report.ok and model.nc == 5
+
+    # A second run with the same name gets a numbered folder; --exist-ok reuses it.
+    again = Trainer(_args(tiny_detect_cfg, tmp_path, "--epochs", "1", "--no-val", "--no-plots")).train()
+    assert again.save_dir == tmp_path / "train2"
+    reused = Trainer(_args(tiny_detect_cfg, tmp_path, "--epochs", "1", "--no-val", "--no-plots", "--exist-ok")).train()
+    assert reused.save_dir == tmp_path / "train"
+
+
+def test_resume_continues_exactly(tiny_detect_cfg: Path, tmp_path: Path) -> None:
+    common = ("--epochs", "3", "--no-plots", "--lr", "0.01")
+    straight = Trainer(_args(tiny_detect_cfg, tmp_path, *common, "--name", "straight")).train()
+
+    def interrupt(trainer: Trainer) -> None:
+        if trainer.epoch == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(_args(tiny_detect_cfg, tmp_path, *common, "--name", "broken"),
+                callbacks={"on_epoch_end": [interrupt]}).train()
+    last = tmp_path / "broken" / "weights" / "last.pt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    resumed = Trainer(_args(tiny_detect_cfg, tmp_path, "--resume", str(last))).train()
+    assert resumed.save_dir == tmp_path / "broken"
+
+    a = torch.load(straight.save_dir / "weights" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert b["epoch"] == 2
+    for key in ("train_state", "model_state"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}:{name}"
+    assert a["ema"]["updates"] == b["ema"]["updates"]
+    rows = list(csv.DictReader(open(tmp_path / "broken" / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(tiny_detect_cfg: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_args(tiny_detect_cfg, tmp_path, "--epochs", "3", "--no-plots", "--no-val"))
+
+    def poison(t: Trainer) -> None:
+        if t.epoch == 0:
+            real = t.loss_fn.forward
+            t.loss_fn.forward = lambda preds, batch: (real(preds, batch)[0] * float("nan"), {"box": float("nan")})
+
+    trainer.callbacks = {"on_epoch_end": [poison]}
+    result = trainer.train()
+    assert result.status == "diverged" and "non-finite loss" in result.message and "epoch 2" in result.message
+    ckpt = torch.load(tmp_path / "train" / "weights" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["model_state"].values() if v.dtype.is_floating_point)
+
+
+def test_classify_trains_and_reports_topk(tiny_classify_cfg: Path, tmp_path: Path) -> None:
+    result = Trainer(_args(tiny_classify_cfg, tmp_path, "--epochs", "1", "--imgsz", "32")).train()
+    assert result.status == "done"
+    assert {"top1", "top5", "val/cls"} <= set(result.metrics)
+    assert (tmp_path / "train" / "val_predictions.jpg").is_file()
+
+
+def test_freeze_and_weights(tiny_detect_cfg: Path, tmp_path: Path) -> None:
+    first = Trainer(_args(tiny_detect_cfg, tmp_path, "--epochs", "1", "--no-val", "--no-plots")).train()
+    trainer = Trainer(_args(tiny_detect_cfg, tmp_path, "--epochs", "1", "--no-val", "--no-plots", "--freeze", "0-1",
+                            "--weights", str(first.save_dir / "weights" / "last.pt")))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if k.startswith("model.0.conv")}
+    trainer.train()
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    assert not any(p.requires_grad for n, p in trainer.model.named_parameters() if n.startswith("model.1."))

@@ -1,0 +1,138 @@
+"""``zoo train CFG_OR_CKPT``: train any model; the task (detect / classify / ...) follows from its head.
+
+Without ``--data`` the embedded shapes dataset is used, so the command works on a fresh machine.
+``--nproc N`` (CPU, gloo) or ``--device 0,1`` (CUDA, NCCL) re-launches the command under torchrun.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zoo.engine import ddp
+from zoo.engine.setup import TrainSetupError
+
+__all__ = ["add_arguments", "run", "reconstruct_argv"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cfg", help="model YAML, or a checkpoint that carries its config")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="data.yaml (YOLO or COCO layout), COCO .json, ImageFolder dir, or "
+                                  "'shapes[:key=value,...]' (default: the embedded shapes dataset)")
+    g.add_argument("--imgsz", type=int, help="square input size (default: the cfg's imgsz, else 320 / 224)")
+    g.add_argument("--batch", type=int, default=16, help="total batch size over all processes")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank")
+    g.add_argument("--fliplr", type=float, default=0.5)
+    g.add_argument("--flipud", type=float, default=0.0)
+    g.add_argument("--scale-aug", type=float, default=0.3, help="random zoom range (+/-) for detection")
+    g.add_argument("--hsv-h", type=float, default=0.015)
+    g.add_argument("--hsv-s", type=float, default=0.7)
+    g.add_argument("--hsv-v", type=float, default=0.4)
+
+    g = p.add_argument_group("model")
+    g.add_argument("--scale", help="scale key of the cfg (n/s/m/...)")
+    g.add_argument("--weights", help="start from these weights (any checkpoint Model.load accepts)")
+    g.add_argument("--freeze", nargs="+", default=[], metavar="KEY",
+                   help="freeze rows ('0', '0-9') or parameter-name prefixes (task names such as image_encoder)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--optimizer", default="AdamW", choices=("AdamW", "Adam", "SGD"))
+    g.add_argument("--lr", type=float, help="base learning rate (default 0.001 AdamW / 0.01 SGD)")
+    g.add_argument("--lrf", type=float, default=0.01, help="final lr as a fraction of --lr")
+    g.add_argument("--schedule", default="cosine", choices=("cosine", "linear"))
+    g.add_argument("--momentum", type=float, default=0.937, help="SGD momentum / Adam beta1")
+    g.add_argument("--weight-decay", type=float, help="default 0.0005 SGD / 0.01 AdamW")
+    g.add_argument("--warmup-epochs", type=float, default=1.0)
+    g.add_argument("--warmup-bias-lr", type=float, help="bias lr at the start of warm-up (default 0.1 SGD / 0 Adam)")
+    g.add_argument("--lr-scale", action="append", default=[], metavar="KEY=FACTOR",
+                   help="per-part learning-rate factor, e.g. image_encoder=0.1 or 0-9=0.5 (repeatable)")
+    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="EMA of weights")
+    g.add_argument("--ema-decay", type=float, default=0.9999)
+    g.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="classification")
+    g.add_argument("--box", type=float, default=7.5, help="YOLO box (CIoU) loss gain")
+    g.add_argument("--cls", type=float, default=0.5, help="YOLO classification loss gain")
+    g.add_argument("--dfl", type=float, default=1.5, help="YOLO distribution focal loss gain")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="", help="cpu, cuda, 0 or 0,1 (several ids: DDP); default: CUDA if present")
+    g.add_argument("--nproc", type=int, default=1, help="DDP processes on CPU (gloo)")
+    g.add_argument("--find-unused-parameters", action="store_true", help="DDP option for heads with unused branches")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    g.add_argument("--project", help="parent folder of runs (default runs/<task>)")
+    g.add_argument("--name", default="train", help="run folder name (numbered if taken)")
+    g.add_argument("--exist-ok", action="store_true", help="reuse --name instead of numbering")
+    g.add_argument("--resume", nargs="?", const="latest", metavar="LAST_PT",
+                   help="continue an interrupted run from its weights/last.pt (default: the newest under runs/)")
+    g.add_argument("--val", action=argparse.BooleanOptionalAction, default=True, help="validate every epoch")
+    g.add_argument("--conf", type=float, default=0.001, help="score threshold for mAP")
+    g.add_argument("--max-det", type=int, default=300)
+    g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
+
+
+def reconstruct_argv(args: argparse.Namespace) -> list[str]:
+    """The ``zoo train`` command line that produces ``args`` (used to start DDP ranks)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    if not any(a.dest == "plugin" for a in parser._actions):
+        parser.add_argument("--plugin", action="append", default=[])
+    argv: list[str] = ["train"]
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if not action.option_strings:
+            argv.append(str(value))
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            if value != action.default:
+                argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(action, argparse._StoreTrueAction):
+            if value:
+                argv.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for v in value or []:
+                argv += [flag, str(v)]
+        elif action.nargs in ("+", "*"):
+            if value:
+                argv += [flag, *map(str, value)]
+        elif value is not None and value != action.default:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _latest_last_pt() -> Path:
+    found = sorted(Path("runs").glob("**/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise TrainSetupError("--resume: no runs/**/weights/last.pt found; pass the checkpoint path")
+    return found[-1]
+
+
+def run(args: argparse.Namespace) -> int:
+    from zoo.engine.trainer import Trainer
+
+    if args.resume == "latest":
+        args.resume = str(_latest_last_pt())
+    info = ddp.dist_info()
+    try:
+        gpu_ids = ddp.cuda_device_ids(args.device)
+    except ValueError as exc:
+        raise TrainSetupError(str(exc)) from None
+    if args.nproc < 1:
+        raise TrainSetupError("--nproc must be >= 1")
+    if len(gpu_ids) > 1 and args.nproc > 1 and args.nproc != len(gpu_ids):
+        raise TrainSetupError(f"--nproc {args.nproc} disagrees with the {len(gpu_ids)} GPUs in --device {args.device}")
+    world = max(args.nproc, len(gpu_ids))
+    if world > 1 and not info.distributed:
+        if not gpu_ids and args.device.strip().lower() not in ("", "cpu", "auto"):
+            raise TrainSetupError(f"--device {args.device} with --nproc {args.nproc}")
+        return ddp.launch(world, reconstruct_argv(args))
+    result = Trainer(args).train()
+    if info.main:
+        print(result.message)
+    return 0 if result.status == "done" else 1

@@ -1,0 +1,68 @@
+"""``zoo val CKPT_OR_CFG [--data D]``: validate a model and print its metrics table.
+
+For a checkpoint written by ``zoo train`` the data and image size default to the ones it was
+trained with; a YAML cfg is validated with freshly initialised weights (useful as a smoke test).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from zoo.data.dataset import build_dataloader
+from zoo.engine.setup import build_for_task, select_device
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt) or model YAML")
+    p.add_argument("--data", help="dataset (default: what the checkpoint was trained on, else shapes)")
+    p.add_argument("--split", default="val", choices=("train", "val"))
+    p.add_argument("--imgsz", type=int, help="input size (default: the training size)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="", help="cpu, cuda or a GPU id")
+    p.add_argument("--scale", help="scale key when validating a YAML cfg")
+    p.add_argument("--weights", help="load these weights into the model first")
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold for mAP")
+    p.add_argument("--max-det", type=int, default=300)
+
+
+def _training_args(path: str) -> dict:
+    """The ``args`` a zoo training checkpoint was made with (empty for anything else)."""
+    if not path.endswith((".pt", ".pth")):
+        return {}
+    try:
+        from zoo.engine.ckpt import load_training_checkpoint
+
+        return dict(load_training_checkpoint(path).get("args") or {})
+    except Exception:  # not one of ours: Model.load will still read it
+        return {}
+
+
+def run(args: argparse.Namespace) -> int:
+    trained = _training_args(args.cfg)
+    if args.data is None and trained.get("data"):
+        args.data = trained["data"]
+    if args.imgsz is None and trained.get("imgsz"):
+        args.imgsz = trained["imgsz"]
+    device = select_device(args.device)
+    model, task, imgsz = build_for_task(args, verbose=False)
+    model.to(device).eval()
+    dataset = task.build_dataset(args.split, imgsz, augment=False)
+    loader = build_dataloader(dataset, max(1, args.batch), task.collate, shuffle=False, workers=args.workers)
+    t0 = time.time()
+    metrics = task.validate(model, loader, device, loss_fn=None, progress=True)
+    elapsed = time.time() - t0
+    print(f"{getattr(model, 'name', args.cfg)} on {task.spec.where} ({args.split}, {len(dataset)} images), "
+          f"imgsz {imgsz}, {elapsed:.1f}s")
+    width = max(len(k) for k in metrics) + 2
+    for key, value in metrics.items():
+        print(f"  {key:<{width}}{value:.4f}")
+    per_class = getattr(task, "per_class", None)
+    if per_class:
+        print(f"  {'class':<14}{'AP50':>8}")
+        for name, ap in per_class.items():
+            print(f"  {name:<14}{'-' if math.isnan(ap) else f'{ap:8.4f}':>8}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training and validation: tasks, losses, metrics, the trainer and distributed launch."""

@@ -1,0 +1,121 @@
+"""Setting up a run: device choice, the model + task + data triple, freezing, run folder naming."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from zoo.engine.ddp import DistInfo, cuda_device_ids
+from zoo.engine.tasks.base import task_for
+from zoo.errors import ZooError
+
+__all__ = ["TrainSetupError", "select_device", "build_for_task", "freeze", "increment_path", "plain_args"]
+
+
+class TrainSetupError(ZooError):
+    """A training / validation option cannot be honoured (device, freeze pattern, resume target...)."""
+
+
+def select_device(spec: str | None, info: DistInfo = DistInfo()) -> torch.device:
+    """``cpu``, ``cuda``, ``0``, ``0,1`` (one id per DDP rank) or empty / ``auto`` (CUDA when present)."""
+    text = (spec or "").strip().lower()
+    try:
+        ids = cuda_device_ids(text)
+    except ValueError as exc:
+        raise TrainSetupError(str(exc)) from None
+    if text == "cpu":
+        return torch.device("cpu")
+    if not ids:  # auto
+        return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainSetupError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+    count = torch.cuda.device_count()
+    if max(ids) >= count:
+        raise TrainSetupError(f"--device {spec}: this machine has {count} CUDA device(s) (ids 0..{count - 1})")
+    if info.distributed:
+        if len(ids) == 1:
+            return torch.device("cuda", info.local_rank % count)
+        if len(ids) != info.world:
+            raise TrainSetupError(f"--device {spec} names {len(ids)} GPUs but {info.world} processes run")
+        return torch.device("cuda", ids[info.local_rank])
+    return torch.device("cuda", ids[0])
+
+
+def increment_path(path: Path, exist_ok: bool) -> Path:
+    """``path`` itself if free (or ``exist_ok``), else ``path2``, ``path3``, ..."""
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while path.with_name(f"{path.name}{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}{n}")
+
+
+def plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The namespace as YAML / weights-only-safe plain values (callables dropped, paths as str)."""
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if callable(value):
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, list):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+        out[key] = value
+    return out
+
+
+def freeze(model: nn.Module, prefixes: list[str]) -> int:
+    """Stop gradients for parameters whose names start with any prefix; returns how many were frozen."""
+    frozen = 0
+    for name, p in model.named_parameters():
+        if any(name.startswith(pre) for pre in prefixes):
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def build_for_task(args: argparse.Namespace, verbose: bool = True):
+    """Build the model from ``args.cfg`` (YAML or checkpoint), pick its task, resolve the data and make
+    the head's class count match it, load ``--weights`` and apply ``--freeze``.
+
+    Returns ``(model, task, imgsz)``.
+    """
+    from zoo.cli import build_model
+    from zoo.model import Model
+
+    plugins = list(getattr(args, "plugin", None) or [])
+    model = build_model(str(args.cfg), getattr(args, "scale", None), None, plugins)
+    task_cls = task_for(model)
+    task = task_cls(args, model)
+    imgsz = int(args.imgsz or model.yaml.get("imgsz") or task.default_imgsz)
+    names = task.setup_data(imgsz)
+    if model.nc is not None and names and model.nc != len(names):
+        if verbose:
+            print(f"{model.name}: nc {model.nc} -> {len(names)} to match the data")
+        rebuilt = Model(model.yaml, scale=model.scale, nc=len(names), plugins=tuple(model.plugins))
+        rebuilt.name, rebuilt.source = model.name, model.source
+        if str(args.cfg).endswith((".pt", ".pth")):
+            rebuilt.load(str(args.cfg), verbose=verbose)
+        spec = task.spec
+        model = rebuilt
+        task = task_cls(args, model)
+        task.spec, task.names = spec, list(names)
+    if names:
+        model.names = dict(enumerate(names))
+    if getattr(args, "weights", None):
+        model.load(str(args.weights), verbose=verbose)
+    patterns = list(getattr(args, "freeze", None) or [])
+    if patterns:
+        prefixes = [p for key in patterns for p in task.parameter_prefixes(model, key)]
+        n = freeze(model, prefixes)
+        if n == 0:
+            raise TrainSetupError(f"--freeze {' '.join(patterns)} matches no parameter")
+        if verbose:
+            print(f"froze {n} parameter tensors ({', '.join(patterns)})")
+    return model, task, imgsz

@@ -1,0 +1,350 @@
+"""The training loop shared by every task.
+
+The trainer owns everything task-independent: devices and DDP, seeding, the run folder, optimizer,
+warm-up + decay schedule, EMA, AMP, gradient clipping, checkpoints (atomic, resumable), the
+results table and plots. What differs per task (datasets, loss, validation, prediction images)
+comes from a :class:`zoo.engine.tasks.base.Task` chosen by the model's head.
+
+Run folder (``runs/<task>/<name>``, numbered ``name2``, ``name3``... unless ``exist_ok``)::
+
+    args.yaml  results.csv  results.png  train_batch.jpg  val_predictions.jpg
+    weights/last.pt  weights/best.pt      (layout: zoo.engine.ckpt)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+from tqdm import tqdm
+
+from zoo.data.dataset import build_dataloader
+from zoo.engine import ddp
+from zoo.engine.ckpt import atomic_save, capture_rng, load_training_checkpoint, restore_rng, stamp
+from zoo.engine.ema import ModelEMA, unwrap
+from zoo.engine.optim import LRSchedule, build_optimizer
+from zoo.engine.plotting import draw_boxes, plot_results, save_grid
+from zoo.engine.setup import build_for_task, increment_path, plain_args, select_device
+from zoo.engine.tasks.base import Task
+
+__all__ = ["Trainer", "TrainResult", "seed_everything"]
+
+Callback = Callable[["Trainer"], None]
+RESUME_KEEPS = ("device", "workers", "nproc", "resume", "exist_ok")  # taken from the new command line
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" or "diverged"
+    save_dir: Path
+    epochs_done: int
+    best_fitness: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Trainer:
+    """``Trainer(args).train()``; ``args`` is the namespace of ``zoo train`` (see zoo.commands.train).
+
+    ``callbacks`` maps ``"on_train_start"``, ``"on_epoch_end"``, ``"on_train_end"`` to functions of the
+    trainer, called on rank 0 after the epoch's checkpoint is written.
+    """
+
+    def __init__(self, args: argparse.Namespace, callbacks: dict[str, list[Callback]] | None = None) -> None:
+        self.args = args
+        self.callbacks = callbacks or {}
+        self.info = ddp.dist_info()
+        self.resume_ckpt: dict[str, Any] | None = None
+        if getattr(args, "resume", None):
+            self.resume_ckpt = load_training_checkpoint(Path(args.resume))
+            saved = dict(self.resume_ckpt["args"])
+            for key in RESUME_KEEPS:
+                saved[key] = getattr(args, key, saved.get(key))
+            self.args = args = argparse.Namespace(**{**vars(args), **saved})
+        self.device = select_device(args.device, self.info)
+        ddp.init_distributed(self.info, self.device)
+        # Every rank uses the same seed: identical initial weights (DDP also broadcasts rank 0's).
+        seed_everything(int(args.seed), bool(getattr(args, "deterministic", False)))
+
+        self.model, self.task, self.imgsz = build_for_task(args, verbose=self.info.main)
+        self.names: list[str] = list(self.task.names)
+        if self.resume_ckpt is not None:
+            self.save_dir = Path(args.resume).resolve().parent.parent
+        else:
+            project = Path(args.project) if args.project else Path("runs") / self.task.name
+            self.save_dir = increment_path(project / (args.name or "train"), bool(args.exist_ok))
+        self.weights_dir = self.save_dir / "weights"
+        self.csv_path = self.save_dir / "results.csv"
+        self.epoch = 0
+        self.best_fitness = -math.inf
+        self.metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        args, info = self.args, self.info
+        if info.main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain_args(args), sort_keys=False))
+        self.model.to(self.device)
+        self.train_set = self.task.build_dataset("train", self.imgsz, augment=True)
+        per_rank_batch = max(1, int(args.batch) // info.world)
+        self.train_loader = build_dataloader(
+            self.train_set, per_rank_batch, self.task.collate, shuffle=True, workers=int(args.workers),
+            seed=int(args.seed), rank=info.rank, world=info.world, pin_memory=self.device.type == "cuda")
+        self.val_loader = None
+        if info.main and getattr(args, "val", True):
+            val_set = self.task.build_dataset("val", self.imgsz, augment=False)
+            self.val_loader = build_dataloader(val_set, max(1, int(args.batch)), self.task.collate, shuffle=False,
+                                               workers=int(args.workers), seed=int(args.seed))
+        self.loss_fn = self.task.build_loss(self.model).to(self.device)
+
+        opt_name = args.optimizer
+        lr = args.lr if args.lr is not None else (0.01 if opt_name.lower() == "sgd" else 0.001)
+        wd = args.weight_decay if args.weight_decay is not None else (5e-4 if opt_name.lower() == "sgd" else 0.01)
+        self.optimizer = build_optimizer(self.model, opt_name, lr, args.momentum, wd, self._lr_scales())
+        self.batches_per_epoch = len(self.train_loader)
+        warmup_bias = args.warmup_bias_lr if args.warmup_bias_lr is not None else (0.1 if opt_name.lower() == "sgd" else 0.0)
+        self.schedule = LRSchedule(lr=lr, total=int(args.epochs) * self.batches_per_epoch,
+                                   warmup=round(float(args.warmup_epochs) * self.batches_per_epoch), lrf=args.lrf,
+                                   kind=args.schedule, warmup_bias_lr=warmup_bias, momentum=args.momentum)
+        self.ema = ModelEMA(self.model, decay=args.ema_decay) if args.ema else None
+        self.amp = bool(args.amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        if self.resume_ckpt is not None:
+            self._load_resume_state(self.resume_ckpt)
+        self.train_model: nn.Module = self.model
+        if info.distributed:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(args.find_unused_parameters))
+
+    def _lr_scales(self) -> dict[str, float]:
+        scales: dict[str, float] = {}
+        for entry in getattr(self.args, "lr_scale", None) or []:
+            key, _, value = str(entry).partition("=")
+            for prefix in self.task.parameter_prefixes(self.model, key):
+                scales[prefix] = float(value)
+        return scales
+
+    def _load_resume_state(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["train_state"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.ema.load_state_dict(ckpt["model_state"])
+            self.ema.updates = int(ckpt["ema"]["updates"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler") and self.amp:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"]) + 1
+        self.best_fitness = float(ckpt.get("best_fitness", -math.inf))
+        if self.info.main:
+            print(f"Resuming {self.save_dir} from epoch {self.epoch + 1}/{self.args.epochs}")
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        self._setup()
+        args, info = self.args, self.info
+        epochs = int(args.epochs)
+        if self.resume_ckpt is not None:
+            restore_rng(self.resume_ckpt["rng"])  # last: building the pieces above drew random numbers
+            if self.epoch >= epochs:
+                return TrainResult("done", self.save_dir, epochs, self.best_fitness, self.metrics,
+                                   f"{self.save_dir} already finished its {epochs} epochs")
+        if info.main:
+            print(self._banner())
+        self._run_callbacks("on_train_start")
+        scan_skipped = self.train_set.source.problems.total
+        while self.epoch < epochs:
+            t0 = time.time()
+            means, skipped, diverged = self._train_epoch(epochs)
+            if diverged:
+                return self._diverged(diverged)
+            self.metrics = self._validate() if info.main else {}
+            if info.main:
+                fitness = self.metrics.get(self.task.fitness_key, -sum(means.values()))
+                is_best = fitness > self.best_fitness
+                self.best_fitness = max(self.best_fitness, fitness)
+                elapsed = time.time() - t0
+                self._log_epoch(means, self.metrics, elapsed, skipped + scan_skipped)
+                self._save(is_best)
+                if info.distributed:
+                    print(ddp.check_replicas(self.model))
+            elif info.distributed:
+                ddp.check_replicas(self.model)
+            if info.main:
+                self._run_callbacks("on_epoch_end")
+            self.epoch += 1
+        if info.main:
+            self._final_outputs()
+            self._run_callbacks("on_train_end")
+        return TrainResult("done", self.save_dir, epochs, self.best_fitness, self.metrics,
+                           f"{epochs} epochs done; results in {self.save_dir}")
+
+    def _train_epoch(self, epochs: int) -> tuple[dict[str, float], int, str]:
+        args, info = self.args, self.info
+        self.train_loader.sampler.set_epoch(self.epoch)
+        self.train_model.train()
+        sums: dict[str, float] = {}
+        skipped = 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        bar = tqdm(self.train_loader, desc=f"{self.epoch + 1}/{epochs}", disable=not info.main or not args.progress,
+                   leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(bar):
+            step = self.epoch * self.batches_per_epoch + i
+            lr = self.schedule.apply(self.optimizer, step)
+            skipped += int(batch.get("bad", 0))
+            if self.epoch == 0 and i == 0 and info.main and getattr(args, "plots", True):
+                self._plot_train_batch(batch)
+            batch = self.task.preprocess(batch, self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+                preds = self.train_model(batch["img"], **self.task.train_inputs(batch))
+                loss, items = self.loss_fn(preds, batch)
+            bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=self.device)
+            if info.distributed:
+                torch.distributed.all_reduce(bad)
+            if bad.item() > 0:
+                return {}, skipped, f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, batch {i + 1}"
+            self.scaler.scale(loss).backward()
+            if args.clip_grad and args.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, float(args.clip_grad))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            for k, v in items.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.lr = lr
+            if info.main:
+                bar.set_postfix_str(" ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items()) + f" lr {lr:.2e}")
+        n = max(1, self.batches_per_epoch)
+        return {k: v / n for k, v in sums.items()}, skipped, ""
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.ema if self.ema is not None else self.model
+
+    def _validate(self) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        return self.task.validate(self.eval_model(), self.val_loader, self.device, self.loss_fn,
+                                  progress=bool(self.args.progress))
+
+    def _diverged(self, reason: str) -> TrainResult:
+        last = self.weights_dir / "last.pt"
+        kept = (f"the last good checkpoint is {last} (epoch {self.epoch})" if last.exists()
+                else "no checkpoint was written before it")
+        message = f"stopped: {reason}; {kept}. Try a lower --lr or more --warmup-epochs."
+        if self.info.main:
+            print(message)
+        return TrainResult("diverged", self.save_dir, self.epoch, self.best_fitness, self.metrics, message)
+
+    # ------------------------------------------------------------------ outputs
+    def _banner(self) -> str:
+        m = self.model
+        params = sum(p.numel() for p in m.parameters())
+        return (f"{self.task.name}: {getattr(m, 'name', 'model')} ({params / 1e6:.2f}M params) on {self.device}"
+                f"{f' x{self.info.world}' if self.info.distributed else ''}, data {self.task.spec.where} "
+                f"({len(self.train_set)} train images, {len(self.names)} classes), imgsz {self.imgsz}, "
+                f"batch {self.args.batch}, {self.args.epochs} epochs -> {self.save_dir}")
+
+    def _log_epoch(self, losses: dict[str, float], metrics: dict[str, float], elapsed: float, skipped: int) -> None:
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "time": round(elapsed, 2), "lr": getattr(self, "lr", 0.0)}
+        row.update({f"train/{k}": v for k, v in losses.items()})
+        row.update(metrics)
+        row["skipped"] = skipped
+        new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        with open(self.csv_path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        parts = [f"epoch {self.epoch + 1}/{self.args.epochs}"]
+        parts.append(" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+        shown = {k: v for k, v in metrics.items() if not k.startswith("val/")}
+        if shown:
+            parts.append(" ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        parts.append(f"lr {row['lr']:.3g}  {elapsed:.1f}s")
+        if skipped:
+            parts.append(f"skipped {skipped} ({self.train_set.source.problems.summary() or 'unreadable images'})")
+        print("  ".join(parts), flush=True)
+        if getattr(self.args, "plots", True):
+            try:
+                plot_results(self.csv_path, self.save_dir / "results.png")
+            except Exception as exc:  # a plot must never stop training
+                print(f"warning: results.png not written ({type(exc).__name__}: {exc})")
+
+    def checkpoint(self) -> dict[str, Any]:
+        model = self.model
+        return {
+            **stamp(),
+            "model_state": {k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()},
+            "yaml": dict(model.yaml),
+            "scale": model.scale,
+            "task": self.task.name,
+            "names": list(self.names),
+            "plugins": list(getattr(model, "plugins", ()) or ()),
+            "epoch": self.epoch,
+            "epochs": int(self.args.epochs),
+            "best_fitness": float(self.best_fitness),
+            "metrics": {k: float(v) for k, v in self.metrics.items()},
+            "args": plain_args(self.args),
+            "train_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "ema": None if self.ema is None else {"updates": self.ema.updates, "decay": self.ema.decay,
+                                                  "tau": self.ema.tau},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"step": (self.epoch + 1) * self.batches_per_epoch},
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "rng": capture_rng(),
+        }
+
+    def _save(self, is_best: bool) -> None:
+        ckpt = self.checkpoint()
+        atomic_save(ckpt, self.weights_dir / "last.pt")
+        if is_best:
+            atomic_save(ckpt, self.weights_dir / "best.pt")
+
+    def _plot_train_batch(self, batch: dict) -> None:
+        try:
+            images = []
+            for i in range(min(len(batch["img"]), 8)):
+                img = batch["img"][i].permute(1, 2, 0).numpy()
+                if "boxes" in batch:
+                    sel = batch["batch_idx"] == i
+                    img = draw_boxes(img, batch["boxes"][sel].numpy(), batch["cls"][sel].numpy(), self.names)
+                images.append(img)
+            save_grid(images, self.save_dir / "train_batch.jpg")
+        except Exception as exc:
+            print(f"warning: train_batch.jpg not written ({type(exc).__name__}: {exc})")
+
+    def _final_outputs(self) -> None:
+        if not getattr(self.args, "plots", True) or self.val_loader is None:
+            return
+        best = self.weights_dir / "best.pt"
+        model = self.eval_model()
+        if best.exists():
+            model.load_state_dict(torch.load(best, map_location=self.device, weights_only=True)["model_state"])
+        batch = next(iter(self.val_loader))
+        path = self.task.plot_predictions(model, batch, self.save_dir / "val_predictions.jpg")
+        print(f"prediction images: {path}")
+
+    def _run_callbacks(self, event: str) -> None:
+        for fn in self.callbacks.get(event, []):
+            fn(self)
