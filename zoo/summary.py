@@ -22,6 +22,28 @@ if TYPE_CHECKING:
 __all__ = ["RowStat", "profile_rows", "summarize", "format_count"]
 
 
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """q @ k^T plus attn @ v: ``2*B*H*Nq*Nk*(d_qk + d_v)``."""
+    b, h, n_q, d_qk = query_shape
+    n_k = key_shape[-2]
+    d_v = value_shape[-1]
+    return 2 * b * h * n_q * n_k * (d_qk + d_v)
+
+
+def _register_missing_formulas() -> None:
+    # torch's counter knows the CUDA attention kernels and the math fallback, but not the fused
+    # CPU kernel that F.scaled_dot_product_attention dispatches to for equal head dims
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None and op not in flop_registry and op.default not in flop_registry:
+            register_flop_formula(op)(_sdpa_flops)
+
+
+_register_missing_formulas()
+
+
 @dataclass
 class RowStat:
     index: int
@@ -49,6 +71,18 @@ def _hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _sdpa_cpu_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None,
+                    **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's counter knows the CUDA SDPA kernels but not the fused CPU one that
+# F.scaled_dot_product_attention picks when no mask is given; count it as its two matmuls too.
+_EXTRA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+
+
 @torch.no_grad()
 def profile_rows(model: "Model", imgsz: int | tuple[int, int] = 640, **inputs: Any) -> list[RowStat]:
     """Run one eval forward at ``imgsz`` counting FLOPs per row (see the module docstring)."""
@@ -59,7 +93,7 @@ def profile_rows(model: "Model", imgsz: int | tuple[int, int] = 640, **inputs: A
 
     def before(index: int):
         def hook(module, args):
-            mode = FlopCounterMode(display=False)
+            mode = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
             mode.__enter__()
             active.append(mode)
             counters[index] = mode

@@ -139,3 +139,29 @@ def test_family_scales_build_and_run(family: str) -> None:
         model = build(family, scale=scale).eval()
         with torch.no_grad():
             assert model(torch.randn(1, 3, 64, 96)).shape == (1, 1000)
+
+
+def test_mobilevit_block_row_gflops_include_attention() -> None:
+    from zoo.summary import profile_rows
+
+    c1, dim, depth, head_dim, heads = 32, 48, 2, 16, 3
+    model = Model({"backbone": [[-1, 1, "ConvBNAct", [c1, 3, 2]],
+                                [-1, depth, "MobileViTBlock", [dim, head_dim, 2]]]})
+    stats = profile_rows(model, (64, 96))  # 32x48 map -> 2x2 patches: 4 sequences of 16x24 tokens
+    pixels, seq, n = 32 * 48, 4, 16 * 24
+    per_layer = (
+        pixels * dim * 3 * dim  # qkv (every pixel is a token)
+        + 2 * seq * heads * n * n * head_dim  # q @ k^T and softmax(..) @ v
+        + pixels * dim * dim  # proj
+        + 2 * pixels * dim * 2 * dim  # mlp, ratio 2
+    )
+    macs = (
+        pixels * c1 * c1 * 9  # local 3x3
+        + pixels * c1 * dim  # 1x1 to dim
+        + depth * per_layer
+        + pixels * dim * c1  # 1x1 back
+        + pixels * 2 * c1 * c1 * 9  # 3x3 fusion
+    )
+    attention_macs = depth * 2 * seq * heads * n * n * head_dim
+    assert stats[1].gflops * 1e9 == pytest.approx(2 * macs, rel=1e-9)
+    assert attention_macs / macs > 0.2  # a counter that skipped attention would be far off

@@ -107,24 +107,39 @@ def test_backbone_runs_at_any_size(size: tuple[int, int], tinyvit_5m: Model) -> 
     assert out.shape == (1, 1000)
 
 
-def test_timm_fixture_features_and_logits() -> None:
+def test_timm_fixture_through_model_load(tinyvit_5m: Model, capsys: pytest.CaptureFixture) -> None:
     folder = FIXTURES / "tiny_vit_5m_224"
     if not folder.exists():
         pytest.skip("fixtures not present")
-    from zoo.nn.timm_keys import convert_timm_tinyvit
-
-    sd = torch.load(folder / "state_dict.pt", weights_only=True)
     io = torch.load(folder / "io.pt", weights_only=True)
-    model = Model(CFG / "tinyvit-5m-cls.yaml").eval()
-    converted, skipped = convert_timm_tinyvit({k: v.float() for k, v in sd.items()}, model)
-    result = model.load_state_dict(converted, strict=False)
-    assert not result.missing_keys and not result.unexpected_keys and not skipped
+    report = tinyvit_5m.load(folder / "state_dict.pt")
+    printed = capsys.readouterr().out
+    assert "Transferred 296/296" in printed and "timm TinyViT" in printed  # the transfer report is printed
+    assert report.ok and not report.skipped
     with torch.no_grad():
-        logits, kept = model.run_rows(io["input"], keep=(7,))
+        logits, kept = tinyvit_5m.run_rows(io["input"], keep=(7,))
     feat_err = (kept[7] - io["features"]).abs().max().item()
     logit_err = (logits - io["logits"]).abs().max().item()
-    print(f"tiny_vit_5m_224: features max abs err {feat_err:.3g}, logits {logit_err:.3g}")
+    with capsys.disabled():
+        print(f"\ntiny_vit_5m_224: features max abs err {feat_err:.3g}, logits {logit_err:.3g}")
     assert feat_err <= 1e-4 and logit_err <= 1e-3
+
+
+def test_attention_row_gflops_match_the_analytic_count() -> None:
+    from zoo.summary import profile_rows
+
+    model = Model({"backbone": [[-1, 1, "PatchEmbed", [64]], [-1, 1, "TinyViTAttention", [32, 7]]]})
+    stats = profile_rows(model, (120, 80))  # 30x20 map -> padded to 35x21 -> 5x3 windows of 7x7
+    c, heads, head_dim, length = 64, 2, 32, 49
+    windows, tokens = 5 * 3, 35 * 21  # padded tokens are computed on too
+    macs = (
+        tokens * c * 3 * heads * head_dim  # qkv
+        + windows * heads * length * length * head_dim  # q @ k^T
+        + windows * heads * length * length * head_dim  # softmax(..) @ v
+        + tokens * heads * head_dim * c  # proj
+    )
+    assert stats[1].gflops * 1e9 == pytest.approx(2 * macs, rel=1e-9)
+    assert stats[1].out_shape == "1x64x30x20"
 
 
 def test_width_scales_keep_heads_valid() -> None:
