@@ -71,18 +71,6 @@ def _hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _sdpa_cpu_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None,
-                    **kwargs: Any) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# torch's counter knows the CUDA SDPA kernels but not the fused CPU one that
-# F.scaled_dot_product_attention picks when no mask is given; count it as its two matmuls too.
-_EXTRA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
-
-
 @torch.no_grad()
 def profile_rows(model: "Model", imgsz: int | tuple[int, int] = 640, **inputs: Any) -> list[RowStat]:
     """Run one eval forward at ``imgsz`` counting FLOPs per row (see the module docstring)."""
@@ -93,7 +81,7 @@ def profile_rows(model: "Model", imgsz: int | tuple[int, int] = 640, **inputs: A
 
     def before(index: int):
         def hook(module, args):
-            mode = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
+            mode = FlopCounterMode(display=False)
             mode.__enter__()
             active.append(mode)
             counters[index] = mode
