@@ -166,10 +166,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        # weights_only refuses module trees; rebuild them inertly instead
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
 

@@ -82,7 +82,7 @@ class Model(nn.Module):
 
     def run_rows(self, x: torch.Tensor, inputs: Mapping[str, Any] | None = None, keep: tuple[int, ...] = (),
                  hook: RowHook | None = None) -> Any:
-        """The forward loop. Rows in ``keep`` have their outputs stored in ``self.kept`` afterwards...
+        """The forward loop over rows.
 
         Returns the last row's output; with ``keep`` non-empty returns ``(output, {row: output})``.
         ``hook(index, record, row_input, row_output)`` is called after each row (summaries, checks).
@@ -110,8 +110,10 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def _dry_run(self, size: int) -> torch.Tensor:
-        """Check every row runs on a small input; tell heads the strides of their inputs."""
+        """Run every row once on a small image: a row that cannot take its input is a config error
+        (channel mismatch, wrong 'from'), and heads learn the strides of their inputs before they run."""
         strides: dict[int, Any] = {}
+        next_row = 0
 
         def stride_of(t: Any) -> Any:
             if isinstance(t, torch.Tensor) and t.dim() == 4:
@@ -120,39 +122,32 @@ class Model(nn.Module):
                 return [stride_of(v) for v in t]
             return None
 
-        def hook(i: int, record: RowRecord, row_in: Any, out: Any) -> None:
+        def after_row(i: int, record: RowRecord, row_in: Any, out: Any) -> None:
+            nonlocal next_row
             strides[i] = stride_of(out)
+            next_row = i + 1
+            if next_row < len(self.records):
+                self._bind_strides(next_row, strides)
 
         was_training = self.training
         self.eval()
-        image = torch.zeros(1, self.ch, size, size)
-        failing = 0
         try:
-            # set strides before the row that needs them runs: a first pass may stop at the head
-            def pre(i: int, record: RowRecord, row_in: Any, out: Any) -> None:
-                nonlocal failing
-                failing = i + 1
-                hook(i, record, row_in, out)
-                nxt = i + 1
-                if nxt < len(self.records):
-                    self._bind_strides(nxt, strides)
-
             self._bind_strides(0, strides)
-            self.run_rows(image, hook=pre)
+            self.run_rows(torch.zeros(1, self.ch, size, size), hook=after_row)
         except ConfigError:
             raise
         except Exception as exc:
-            rec = self.records[failing]
+            rec = self.records[next_row]
+            detail = str(exc).splitlines()[0] if str(exc) else ""
             raise ConfigError(
-                f"{rec.module} fails on its input during the build's trial run ({size}x{size} image): "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; check the row's "
-                f"'from' and channel args against the rows it reads",
+                f"{rec.module} fails on its input in the build's trial run ({size}x{size} image): "
+                f"{type(exc).__name__}: {detail}; check the row's 'from' and channel args against the rows it reads",
                 file=self.source, row=rec.index, section=rec.section,
             ) from None
         finally:
             self.train(was_training)
         head_strides = [s for s in self._input_strides(len(self.records) - 1, strides) if isinstance(s, (int, float))]
-        return torch.tensor(head_strides or [float(size) / size])
+        return torch.tensor(head_strides or [1.0])
 
     def _input_strides(self, i: int, strides: Mapping[int, Any]) -> list[Any]:
         rec = self.records[i]

@@ -36,7 +36,9 @@ class Entry:
 
     def signature(self) -> str:
         try:
-            return f"{self.name}{inspect.signature(self.cls)}"
+            sig = inspect.signature(self.cls).replace(return_annotation=inspect.Signature.empty)
+            # postponed annotations are strings; print them bare
+            return f"{self.name}{sig}".replace("'", "")
         except (TypeError, ValueError):  # some builtins have no introspectable signature
             return f"{self.name}(...)"
 

@@ -110,13 +110,14 @@ def io_mid(repeats_at: int | None = None) -> Wiring:
 
 
 def in_first() -> Wiring:
-    """Input channels prepended, output channels equal input channels (norms, AIFI)."""
+    """Input channels prepended; output channels from ``module.out_channels``, else the input's
+    (norms, AIFI, whole backbones that return a list of maps)."""
 
     def wire(ctx: RowContext) -> Wired:
         c1 = ctx.single_input()
-        return Wired([c1, *ctx.args], ctx.repeats, c1)
+        return Wired([c1, *ctx.args], ctx.repeats, None)
 
-    return Wiring(wire, "(c1, ...) -> c1")
+    return Wiring(wire, "(c1, ...)")
 
 
 def passthrough() -> Wiring:

@@ -6,13 +6,14 @@ re-launches the user's own command under ``torch.distributed.run``. Re-running t
 own script before calling :func:`zoo.cli.main`, are registered in every process. Each child sees
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` and trains as one rank instead of launching again.
 
-Run as ``python -m zoo.engine.ddp ARGS...`` this module is simply ``zoo ARGS...``: the entry
-point used when the parent process was not started from a command line that can be re-run.
+``python -m zoo.engine.ddp`` is what torchrun starts in each rank; it reads the command to re-run
+from the environment (``ZOO_DDP_ARGV``, and ``ZOO_DDP_SCRIPT`` for a user script).
 """
 from __future__ import annotations
 
-import argparse
+import json
 import os
+import runpy
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+_ENV_ARGV = "ZOO_DDP_ARGV"
+_ENV_SCRIPT = "ZOO_DDP_SCRIPT"
 
 __all__ = ["DistInfo", "dist_info", "init_distributed", "launch", "relaunch_command", "replica_checksums",
            "check_replicas", "cuda_device_ids"]
@@ -81,36 +85,50 @@ def _is_user_script(path: str) -> bool:
     return zoo_root not in resolved.parents and "pytest" not in resolved.name and "_pytest" not in str(resolved)
 
 
-def relaunch_command(cli_argv: Sequence[str]) -> list[str]:
-    """The program and arguments each rank runs.
+def relaunch_command(cli_argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """What each rank runs: ``(script, argv)``.
 
     When the parent was started as a user's Python script, that script is re-run with its own
-    arguments (so whatever it registered before calling zoo is registered again); otherwise the
-    zoo command line ``cli_argv`` is re-run through this module.
+    arguments (so whatever it registered before calling zoo is registered again); otherwise
+    (``script`` is ``None``) the zoo command line ``cli_argv`` is re-run.
     """
     if sys.argv and _is_user_script(sys.argv[0]):
-        return [sys.argv[0], *sys.argv[1:]]
-    return ["-m", "zoo.engine.ddp", *cli_argv]
+        return str(Path(sys.argv[0]).resolve()), list(sys.argv[1:])
+    return None, list(cli_argv)
 
 
 def launch(nproc: int, cli_argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-    """Run ``nproc`` ranks with ``torch.distributed.run`` on this machine; returns its exit code."""
+    """Run ``nproc`` ranks with ``torch.distributed.run`` on this machine; returns its exit code.
+
+    The command travels in environment variables rather than on torchrun's command line, where
+    torchrun's own option parser would trip over options such as ``--nproc``.
+    """
+    script, argv = relaunch_command(cli_argv)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           *relaunch_command(cli_argv)]
+           "-m", "zoo.engine.ddp"]
     child_env = dict(os.environ if env is None else env)
+    child_env[_ENV_ARGV] = json.dumps(argv)
+    child_env.pop(_ENV_SCRIPT, None)
+    if script:
+        child_env[_ENV_SCRIPT] = script
     child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     # Make the zoo package importable in the children even when it is not installed.
     root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
-    print(f"DDP: launching {nproc} processes: {' '.join(cmd[1:])}", flush=True)
+    shown = " ".join([script or "zoo", *argv])
+    print(f"DDP: {nproc} processes via torch.distributed.run: {shown}", flush=True)
     return subprocess.call(cmd, env=child_env)
 
 
 @torch.no_grad()
 def replica_checksums(model: nn.Module) -> torch.Tensor:
-    """(world, 2) float64 per-rank [sum, sum of squares] over every parameter and buffer."""
+    """(world, 2) float64 per-rank [sum, sum of squares] over every parameter.
+
+    Buffers are left out: DDP broadcasts rank 0's buffers (BatchNorm statistics) at the start of
+    each forward, so between steps each rank legitimately holds the statistics of its own batch.
+    """
     total = torch.zeros(2, dtype=torch.float64)
-    for t in list(model.state_dict().values()):
+    for t in model.parameters():
         if t.dtype.is_floating_point:
             v = t.detach().double().cpu()
             total[0] += v.sum()
@@ -131,11 +149,18 @@ def check_replicas(model: nn.Module) -> str:
     return f"DDP: weights identical on {len(sums)} ranks (checksum {sums[0, 0].item():.10g})"
 
 
-def _main(argv: list[str]) -> int:
+def _rank_main() -> int:
+    """Entry point of every rank: re-run the user's script, or the zoo command line."""
+    argv = json.loads(os.environ.get(_ENV_ARGV, "[]"))
+    script = os.environ.get(_ENV_SCRIPT)
+    if script:
+        sys.argv = [script, *argv]
+        runpy.run_path(script, run_name="__main__")
+        return 0
     from zoo.cli import main
 
     return main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(_rank_main())

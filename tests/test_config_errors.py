@@ -1,0 +1,128 @@
+"""Broken configs: one line naming file, row and fix; exit code 2 from the CLI; fuzzing."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zoo import ConfigError, Model
+from zoo.cli import main
+
+from conftest import CFG
+
+TINY = {
+    "nc": 3,
+    "scales": {"n": [0.5, 0.25, 256], "s": [1.0, 0.5, 512]},
+    "backbone": [
+        [-1, 1, "Conv", [32, 3, 2]],
+        [-1, 2, "C2f", [32, True]],
+        [-1, 1, "SCDown", [64, 3, 2]],
+        [-1, 1, "SPPF", [64, 5]],
+    ],
+    "head": [
+        [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
+        [[-1, 1], 1, "Concat", [1]],
+        [-1, 1, "C2f", [32]],
+        [[6, 3], 1, "v10Detect", ["nc"]],
+    ],
+}
+
+
+def _write(tmp_path, data, name="bad.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def _broken(section: str, row: int, col: int, value):
+    cfg = copy.deepcopy(TINY)
+    cfg[section][row][col] = value
+    return cfg
+
+
+CASES = [
+    (_broken("backbone", 1, 2, "C2ff"), r"bad.yaml: row 1 \(backbone\): unknown module 'C2ff'; did you mean 'C2f'"),
+    (_broken("backbone", 2, 3, [64, 3, 2, 7, 8]), r"row 2 \(backbone\): SCDown got args .*signature SCDown\(c1: int, c2: int"),
+    (_broken("head", 1, 0, [-1, 9]), r"row 5 \(head\): 'from' 9 points forward"),
+    (_broken("backbone", 1, 0, -5), r"row 1 \(backbone\): 'from' -5 is out of range"),
+    (_broken("backbone", 0, 1, 0), r"row 0 \(backbone\): 'repeats' must be a positive integer"),
+    (_broken("head", 1, 0, [-1, 2]), r"row 5 \(head\): Concat fails on its input .*Sizes of tensors must match"),
+]
+
+
+@pytest.mark.parametrize("cfg,pattern", CASES)
+def test_row_errors_name_file_row_and_problem(tmp_path, cfg, pattern):
+    path = _write(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=pattern):
+        Model(path)
+
+
+def test_bad_scale_lists_the_available_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"bad.yaml: bad scale 'q': this config has scales n, s"):
+        Model(_write(tmp_path, TINY), scale="q")
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("- just\n- a list\n", "top level must be a mapping"),
+    ("nc: 3\nhead: []\n", "missing 'backbone'"),
+    ("backbone: [[-1, 1, Conv]\n", "not valid YAML at line"),
+    ("backbone:\n  - [-1, 1, Conv, 16]\n", r"row 0 \(backbone\): 'args' must be a list"),
+    ("backbone:\n  - [-1, 1, Conv]\n", r"row 0 \(backbone\): a row must be \[from, repeats, module, args\]"),
+])
+def test_file_level_errors(tmp_path, text, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        Model(_write(tmp_path, text))
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
+    path = _write(tmp_path, _broken("backbone", 1, 2, "C2ff"))
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "bad.yaml: row 1 (backbone): unknown module 'C2ff'" in err
+
+
+# ------------------------------------------------------------------------------ fuzzing
+VALUES = st.one_of(
+    st.integers(-30, 300), st.sampled_from([None, True, False, "nc", "None", "nearest", "C2f", "Conv", 0.5, [], [1, 2], "x"]),
+)
+
+
+@st.composite
+def mutated_configs(draw):
+    cfg = copy.deepcopy(TINY)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["cell", "arg", "drop_arg", "drop_row", "top"]))
+        section = draw(st.sampled_from(["backbone", "head"]))
+        rows = cfg[section]
+        if not isinstance(rows, list) or not rows:
+            continue
+        i = draw(st.integers(0, len(rows) - 1))
+        row = rows[i]
+        if kind == "cell":
+            row[draw(st.integers(0, 3))] = draw(VALUES)
+        elif kind == "arg" and isinstance(row[3], list):
+            row[3].insert(draw(st.integers(0, len(row[3]))), draw(VALUES))
+        elif kind == "drop_arg" and isinstance(row[3], list) and row[3]:
+            row[3].pop(draw(st.integers(0, len(row[3]) - 1)))
+        elif kind == "drop_row":
+            rows.pop(i)
+        elif kind == "top":
+            key = draw(st.sampled_from(["nc", "scales", "backbone", "head"]))
+            cfg[key] = draw(VALUES)
+    return cfg
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=mutated_configs())
+def test_mutated_configs_raise_only_config_errors(cfg):
+    try:
+        model = Model(cfg, scale="n")
+    except ConfigError as exc:
+        text = str(exc)
+        assert "\n" not in text and text.startswith("<dict>")
+    else:
+        assert isinstance(model.records, tuple)
