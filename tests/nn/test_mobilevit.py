@@ -165,3 +165,16 @@ def test_mobilevit_block_row_gflops_include_attention() -> None:
     attention_macs = depth * 2 * seq * heads * n * n * head_dim
     assert stats[1].gflops * 1e9 == pytest.approx(2 * macs, rel=1e-9)
     assert attention_macs / macs > 0.2  # a counter that skipped attention would be far off
+
+
+@pytest.mark.parametrize("fixture,cfg", [("mobilevit_xxs", "mobilevit-xxs"), ("mobilevitv2_050", "mobilevitv2-050")])
+def test_fuse_keeps_logits(fixture: str, cfg: str) -> None:
+    weights, io = _load_fixture(fixture)
+    model = build(f"{cfg}-cls.yaml").eval()
+    model.load(weights, verbose=False)
+    with torch.no_grad():
+        before = model(io["input"])
+        model.fuse().fuse()  # idempotent
+        after = model(io["input"])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert (before - after).abs().max() < 1e-4

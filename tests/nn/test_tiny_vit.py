@@ -147,3 +147,18 @@ def test_width_scales_keep_heads_valid() -> None:
         model = Model(CFG / "tinyvit-cls.yaml", scale=scale).eval()
         with torch.no_grad():
             assert model(torch.randn(1, 3, 96, 128)).shape == (1, 1000)
+
+
+def test_fuse_keeps_logits() -> None:
+    folder = FIXTURES / "tiny_vit_5m_224"
+    if not folder.exists():
+        pytest.skip("fixtures not present")
+    model = Model(CFG / "tinyvit-5m-cls.yaml").eval()
+    model.load(folder / "state_dict.pt", verbose=False)
+    x = torch.load(folder / "io.pt", weights_only=True)["input"]
+    with torch.no_grad():
+        before = model(x)
+        model.fuse().fuse()  # idempotent
+        after = model(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert (before - after).abs().max() < 1e-4

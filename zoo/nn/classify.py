@@ -25,8 +25,12 @@ def _wire_classify(ctx: RowContext) -> Wired:
     nc = args[0]
     if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
         raise ValueError(f"the class count (first arg) must be a positive integer, got {nc!r}")
-    if len(args) > 1 and args[1]:
-        args[1] = ctx.scale_width(args[1])  # the expansion is a width like any other
+    if len(args) > 1:
+        expand = args[1]
+        if not isinstance(expand, int) or isinstance(expand, bool) or expand < 0:
+            raise ValueError(f"expand must be >= 0 channels (0 for none), got {expand!r}")
+        if expand:
+            args[1] = ctx.scale_width(expand)  # the expansion is a width like any other
     return Wired([c1, *args], ctx.repeats, nc)
 
 
