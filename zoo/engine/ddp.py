@@ -16,6 +16,7 @@ import os
 import runpy
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -77,12 +78,15 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
 
 
 def _is_user_script(path: str) -> bool:
-    """A Python file the user wrote and ran (not pytest, not a zoo module, not an interpreter flag)."""
+    """A Python file the user wrote and ran: not part of zoo, the standard library or an installed
+    package (pytest, the ``zoo`` console script, ``python -m`` of an installed tool)."""
     if not path.endswith(".py") or not Path(path).is_file():
         return False
     resolved = Path(path).resolve()
-    zoo_root = Path(__file__).resolve().parents[1]
-    return zoo_root not in resolved.parents and "pytest" not in resolved.name and "_pytest" not in str(resolved)
+    roots = [Path(__file__).resolve().parents[1]]
+    roots += [Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
+              if (p := sysconfig.get_paths().get(key))]
+    return not any(root == resolved.parent or root in resolved.parents for root in roots)
 
 
 def relaunch_command(cli_argv: Sequence[str]) -> tuple[str | None, list[str]]:

@@ -236,6 +236,11 @@ class Trainer:
             if info.main:
                 bar.set_postfix_str(" ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items()) + f" lr {lr:.2e}")
         n = max(1, self.batches_per_epoch)
+        if info.distributed and sums:  # report the mean over all ranks, not rank 0's share
+            totals = torch.tensor(list(sums.values()) + [float(skipped)], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            sums = dict(zip(sums, (totals[:-1] / info.world).tolist()))
+            skipped = int(totals[-1].item())
         return {k: v / n for k, v in sums.items()}, skipped, ""
 
     def eval_model(self) -> nn.Module:
