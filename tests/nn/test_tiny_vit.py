@@ -162,3 +162,34 @@ def test_fuse_keeps_logits() -> None:
         after = model(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert (before - after).abs().max() < 1e-4
+
+
+def test_backbone_row_loads_timm_weights_and_feeds_index_rows() -> None:
+    folder = FIXTURES / "tiny_vit_5m_224"
+    if not folder.exists():
+        pytest.skip("fixtures not present")
+    cfg = {
+        "nc": 1000,
+        "imgsz": 64,
+        "backbone": [[-1, 1, "TinyViTBackbone", ["5m"]]],
+        "head": [[0, 1, "Index", [3]], [-1, 1, "Classify", ["nc", 0, True]]],
+    }
+    model = Model(cfg).eval()
+    assert model.records[0].out_channels == [64, 128, 160, 320]
+    assert sum(p.numel() for p in model.parameters()) == TIMM_PARAMS["5m"]
+    report = model.load(folder / "state_dict.pt", verbose=False)
+    assert report.ok and not report.skipped
+    io = torch.load(folder / "io.pt", weights_only=True)
+    with torch.no_grad():
+        logits, kept = model.run_rows(io["input"], keep=(1,))
+    assert (kept[1] - io["features"]).abs().max() <= 1e-4
+    assert (logits - io["logits"]).abs().max() <= 1e-3
+
+
+def test_backbone_row_mobilesam_stride() -> None:
+    from zoo.nn.tiny_vit import TinyViTBackbone
+
+    backbone = TinyViTBackbone(3, "5m", last_stride=1).eval()
+    with torch.no_grad():
+        outs = backbone(torch.randn(1, 3, 128, 96))
+    assert [tuple(o.shape[1:]) for o in outs] == [(64, 32, 24), (128, 16, 12), (160, 8, 6), (320, 8, 6)]

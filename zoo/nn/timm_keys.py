@@ -108,6 +108,21 @@ def map_tinyvit_key(key: str, rows: TinyViTRows, layout: str = "timm") -> str | 
 
 
 def convert_timm_tinyvit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    backbone = _indices(_rows(model), "TinyViTBackbone")
+    if backbone:  # the whole-backbone row keeps timm's names
+        cls = _indices(_rows(model), "Classify")
+        out, skipped = {}, {}
+        for key, value in sd.items():
+            m = re.match(r"head\.(norm|fc)\.(.*)$", key)
+            if key.endswith("attention_bias_idxs"):
+                skipped[key] = "recomputed from the window size"
+            elif key.startswith(("patch_embed.", "stages.")):
+                out[f"model.{backbone[0]}.{key}"] = value
+            elif m and cls:
+                out[f"model.{cls[0]}.{m[1]}.{m[2]}"] = value
+            else:
+                skipped[key] = "no matching row (e.g. no Classify row for the head)"
+        return out, skipped
     rows = tinyvit_rows(model)
     out: dict[str, torch.Tensor] = {}
     skipped: dict[str, str] = {}

@@ -36,7 +36,8 @@ PatchMerging k -> row 2k+2, BasicLayer k -> row 2k+3)::
 Inside a block the names are the reference ones: ``attn.{norm,qkv,proj,attention_biases}``,
 ``local_conv.{conv,bn}``, ``mlp.{norm,fc1,fc2}``. timm's Conv2d+BN is ``conv``/``bn`` (same as here);
 MobileSAM's is ``c``/``bn``. ``attention_bias_idxs`` is a non-persistent buffer in all three.
-See :mod:`zoo.nn.timm_keys` for the timm key map.
+See :mod:`zoo.nn.timm_keys` for the timm key map. :class:`TinyViTBackbone` is the whole backbone as
+one row (a list of the four stage maps) and keeps timm's own names (``patch_embed``, ``stages.{i}.…``).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from zoo.wiring import RowContext, Wired, Wiring, custom, in_first, io
 
 __all__ = [
     "Conv2d_BN", "PatchEmbed", "MBConv", "PatchMerging", "ConvLayer", "TinyViTAttention", "TinyViTMlp",
-    "TinyViTBlock", "BasicLayer", "heads_for", "BN_EPS",
+    "TinyViTBlock", "BasicLayer", "TinyViTStage", "TinyViTBackbone", "TINYVIT_VARIANTS", "heads_for", "BN_EPS",
 ]
 
 BN_EPS = 1e-5  # PyTorch default, as in timm and MobileSAM
@@ -300,6 +301,64 @@ class BasicLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
+
+
+# ------------------------------------------------------------------------------- whole backbone
+
+# embed dims and depths per stage; every published TinyViT uses head_dim 32 and windows 7/7/14/7
+TINYVIT_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "5m": ((64, 128, 160, 320), (2, 2, 6, 2)),
+    "11m": ((64, 128, 256, 448), (2, 2, 6, 2)),
+    "21m": ((96, 192, 384, 576), (2, 2, 6, 2)),
+}
+
+
+class TinyViTStage(nn.Module):
+    """``downsample`` (PatchMerging) then ``blocks`` (TinyViTBlocks): timm's stage layout."""
+
+    def __init__(self, c1: int, c2: int, depth: int, window: int, stride: int) -> None:
+        super().__init__()
+        self.downsample = PatchMerging(c1, c2, stride)
+        self.blocks = BasicLayer(c2, depth, 32, window).blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+def _wire_tinyvit_backbone(ctx: RowContext) -> Wired:
+    return Wired([ctx.single_input(), *ctx.args], ctx.repeats, None)
+
+
+@register(wiring=custom(_wire_tinyvit_backbone, "(c1, variant, last_stride) -> list of 4 maps, channels in .out_channels"))
+class TinyViTBackbone(nn.Module):
+    """A whole TinyViT as one row returning the four stage outputs.
+
+    ``(B, c1, H, W) -> [(B, C1, H/4, W/4), (B, C2, H/8, W/8), (B, C3, H/16, W/16), (B, C4, H/32, W/32)]``
+    (``last_stride=1``, MobileSAM's layout, leaves the last map at H/16), ``self.out_channels`` the
+    stage widths (e.g. ``[64, 128, 160, 320]`` for "5m"). ``variant``: "5m", "11m" or "21m".
+    Submodules carry timm's names (``patch_embed``, ``stages.0.blocks``, ``stages.{i}.downsample``,
+    ``stages.{i}.blocks``), so timm weights load under ``model.{row}.``; later rows pick maps with Index.
+    """
+
+    def __init__(self, c1: int = 3, variant: str = "5m", last_stride: int = 2) -> None:
+        super().__init__()
+        if variant not in TINYVIT_VARIANTS:
+            raise ValueError(f"unknown TinyViT variant {variant!r}; choose from {', '.join(TINYVIT_VARIANTS)}")
+        dims, depths = TINYVIT_VARIANTS[variant]
+        self.patch_embed = PatchEmbed(c1, dims[0])
+        stages: list[nn.Module] = [ConvLayer(dims[0], depths[0], 4.0)]
+        for i, window in zip((1, 2, 3), (7, 14, 7)):
+            stages.append(TinyViTStage(dims[i - 1], dims[i], depths[i], window, last_stride if i == 3 else 2))
+        self.stages = nn.Sequential(*stages)
+        self.out_channels: list[int] = list(dims)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
 
 
 from zoo.nn import timm_keys  # noqa: E402,F401  (registers the timm key maps)
