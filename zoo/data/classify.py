@@ -146,7 +146,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         else:
             raise DataError("no image in the dataset could be decoded")
         image = self._transform(item.image, rng) if self.augment else center_crop_resize(item.image, self.imgsz)
-        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        img = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).contiguous()
         return {"img": img, "cls": item.cls, "path": item.path, "bad": bad}
 
     def _transform(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
