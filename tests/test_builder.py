@@ -14,7 +14,7 @@ from zoo.config import resolve_spec
 from zoo.registry import MODULES
 from zoo.wiring import in_first
 
-from conftest import CFG
+from zoo_test_paths import CFG
 
 
 @register(wiring=in_first())

@@ -6,7 +6,7 @@ import torch
 
 from zoo import Model
 
-from conftest import CFG
+from zoo_test_paths import CFG
 
 CFGS = sorted(CFG.glob("*.yaml"))
 

@@ -10,7 +10,7 @@ import torch
 from zoo import CheckpointError, Model
 from zoo.checkpoint import read_checkpoint
 
-from conftest import CFG, fixture_dir
+from zoo_test_paths import CFG, fixture_dir
 
 
 class _Exploit:

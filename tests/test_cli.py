@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from zoo.cli import main
 
-from conftest import CFG
+from zoo_test_paths import CFG
 
 
 def test_info_prints_rows_and_summary(capsys):

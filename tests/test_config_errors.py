@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from zoo import ConfigError, Model
 from zoo.cli import main
 
-from conftest import CFG
+from zoo_test_paths import CFG
 
 TINY = {
     "nc": 3,

@@ -6,7 +6,7 @@ import torch
 from zoo import Model
 from zoo.summary import profile_rows
 
-from conftest import CFG
+from zoo_test_paths import CFG
 
 
 def _psa_only(c: int = 128) -> Model:

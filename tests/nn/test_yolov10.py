@@ -7,7 +7,7 @@ import torch
 from zoo import Model
 from zoo.nn.yolov10 import RepVGGDW, v10_postprocess
 
-from conftest import CFG, fixture_dir
+from zoo_test_paths import CFG, fixture_dir
 
 # Ultralytics 8.4 counts (nc=80) and the published GFLOPs at 640
 PUBLISHED = {"n": (2_775_520, 8.8), "s": (8_128_272, 25.2), "m": (16_576_768, 64.6),
