@@ -1,31 +1,14 @@
 """Tiny model configs and argument helpers for the trainer tests (a few steps each)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-TINY_DETECT = """\
-# A five-row backbone and the YOLOv10 head: enough to exercise the whole detection pipeline fast.
-nc: 5
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]]    # 0  /2
-  - [-1, 1, Conv, [16, 3, 2]]   # 1  /4
-  - [-1, 1, Conv, [16, 3, 2]]   # 2  /8
-  - [-1, 1, Conv, [24, 3, 2]]   # 3  /16
-  - [-1, 1, Conv, [32, 3, 2]]   # 4  /32
-head:
-  - [[2, 3, 4], 1, v10Detect, [nc]]
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TINY_CLASSIFY = """\
-nc: 5
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-head:
-  - [-1, 1, Classify, [nc]]
-"""
+from engine_tiny_cfgs import TINY_CLASSIFY, TINY_DETECT  # noqa: E402
 
 
 @pytest.fixture

@@ -1,0 +1,23 @@
+"""Tiny model configs for the engine tests (a plain module: conftest names collide across folders)."""
+
+TINY_DETECT = """\
+# A five-row backbone and the YOLOv10 head: enough to exercise the whole detection pipeline fast.
+nc: 5
+backbone:
+  - [-1, 1, Conv, [8, 3, 2]]    # 0  /2
+  - [-1, 1, Conv, [16, 3, 2]]   # 1  /4
+  - [-1, 1, Conv, [16, 3, 2]]   # 2  /8
+  - [-1, 1, Conv, [24, 3, 2]]   # 3  /16
+  - [-1, 1, Conv, [32, 3, 2]]   # 4  /32
+head:
+  - [[2, 3, 4], 1, v10Detect, [nc]]
+"""
+
+TINY_CLASSIFY = """\
+nc: 5
+backbone:
+  - [-1, 1, Conv, [8, 3, 2]]
+  - [-1, 1, Conv, [16, 3, 2]]
+head:
+  - [-1, 1, Classify, [nc]]
+"""
