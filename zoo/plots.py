@@ -73,14 +73,16 @@ def _num(value: Any) -> float | None:
     return v if v == v else None  # NaN -> None
 
 
-def _scatter(ax, rows: Sequence[dict], x_key: str, y_key: str, xlabel: str, ylabel: str) -> None:
+def _scatter(ax, rows: Sequence[dict], x_key: str, y_key: str, xlabel: str, ylabel: str, y_scale: float = 1.0) -> None:
     points = [(_num(r.get(x_key)), _num(r.get(y_key)), str(r["variant"])) for r in rows]
+    points = [(x, y * y_scale if y is not None else None, n) for x, y, n in points]
     points = [(x, y, n) for x, y, n in points if x is not None and y is not None]
     if points:
         xs, ys, labels = zip(*points)
         ax.plot(xs, ys, "o-", color="#4c72b0", markersize=5, linewidth=1)
         for x, y, label in points:
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.margins(0.12)
     else:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
@@ -107,7 +109,7 @@ def plot_sweep(rows: Sequence[dict], out: Path, trained: bool = False, title: st
         _scatter(right, unique, "gflops_deploy", "latency_ms", gf_label, "latency (ms)")
     else:
         _scatter(left, unique, "gflops_deploy", "latency_ms", gf_label, "latency (ms)")
-        _scatter(right, unique, "gflops_deploy", "params", gf_label, "params")
+        _scatter(right, unique, "gflops_deploy", "params", gf_label, "params (M)", y_scale=1e-6)
     first = unique[0] if unique else {}
     where = f"imgsz {first.get('imgsz', '?')}, batch {first.get('batch', '?')}, {first.get('device', '?')}"
     fig.suptitle(f"{title} sweep ({where})" if title else f"sweep ({where})", fontsize=10)
