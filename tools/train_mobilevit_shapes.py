@@ -4,7 +4,7 @@
     nice python tools/train_mobilevit_shapes.py [extra zoo train options...]
 
 Settings: 2000 train / 400 val single-object crops (cut from 128x128 shapes images), imgsz 64,
-batch 32, AdamW lr 0.002, cosine schedule, 12 epochs, label smoothing 0.1, EMA. Prints the wall
+batch 32, AdamW lr 0.002, cosine schedule, 15 epochs, label smoothing 0.1, EMA. Prints the wall
 time at the end; top-1 is in the epoch summaries and results.csv.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 COMMAND = [
     "train", str(ROOT / "cfg" / "mobilevit-xxs-cls.yaml"),
     "--data", "shapes:n_train=2000,n_val=400,size=128",
-    "--imgsz", "64", "--batch", "32", "--epochs", "12", "--workers", "1",
+    "--imgsz", "64", "--batch", "32", "--epochs", "15", "--workers", "1",
     "--optimizer", "AdamW", "--lr", "0.002", "--warmup-epochs", "1",
     "--device", "cpu", "--project", str(ROOT / "runs" / "benchmarks"), "--name", "mobilevit-xxs-shapes",
     "--no-progress",

@@ -41,22 +41,26 @@ def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _match(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Greedy COCO matching. ``ious``: (D, G) with detections in score order -> (T, D) bool matched."""
+    """Greedy COCO matching. ``ious``: (D, G) with detections in score order -> (T, D) bool matched.
+
+    All thresholds advance together: detection ``d`` is matched, per threshold, to the free ground
+    truth with the highest IoU if that IoU reaches the threshold.
+    """
     n_det, n_gt = ious.shape
-    matched = np.zeros((len(thresholds), n_det), dtype=bool)
+    n_t = len(thresholds)
+    matched = np.zeros((n_t, n_det), dtype=bool)
     if n_det == 0 or n_gt == 0:
         return matched
-    for t, thr in enumerate(thresholds):
-        thr = min(thr, 1 - 1e-10)
-        gt_taken = np.zeros(n_gt, dtype=bool)
-        for d in range(n_det):
-            cand = np.where(gt_taken, -1.0, ious[d])
-            best = cand.max()
-            if best < thr:
-                continue
-            g = n_gt - 1 - int(np.argmax(cand[::-1] == best))  # last of equal bests, as the COCO API
-            gt_taken[g] = True
-            matched[t, d] = True
+    thr = np.minimum(thresholds, 1 - 1e-10)
+    taken = np.zeros((n_t, n_gt), dtype=bool)
+    rows = np.arange(n_t)
+    for d in range(n_det):
+        cand = np.where(taken, -1.0, ious[d][None, :])  # (T, G)
+        best = cand.max(1)
+        g = n_gt - 1 - np.argmax(cand[:, ::-1] == best[:, None], axis=1)  # last of equal bests, as the COCO API
+        hit = best >= thr
+        matched[hit, d] = True
+        taken[rows[hit], g[hit]] = True
     return matched
 
 

@@ -30,7 +30,11 @@ class ClassifyTask(BaseTask):
     def build_dataset(self, split: str, imgsz: int, augment: bool) -> Dataset:
         assert self.spec is not None, "call setup_data first"
         a = self.args
-        aug = ClassifyAugment(fliplr=getattr(a, "fliplr", 0.5), hsv_h=getattr(a, "hsv_h", 0.015),
+        # Shape classes are defined by geometry (a stretched circle is an ellipse), so on shapes the
+        # random crop keeps the aspect ratio and most of the object.
+        geometric = self.spec.kind == "shapes"
+        aug = ClassifyAugment(min_area=0.85 if geometric else 0.6, aspect=1.0 if geometric else 4 / 3,
+                              fliplr=getattr(a, "fliplr", 0.5), hsv_h=getattr(a, "hsv_h", 0.015),
                               hsv_s=getattr(a, "hsv_s", 0.5), hsv_v=getattr(a, "hsv_v", 0.3)) if augment else None
         return ClassificationDataset(self.spec.classification_source(split), imgsz, aug)
 
