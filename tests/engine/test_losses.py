@@ -154,3 +154,22 @@ def test_classification_loss_label_smoothing() -> None:
     assert logits.grad is not None
     with pytest.raises(ValueError):
         ClassificationLoss(1.0)
+
+
+def test_loss_on_a_real_v10detect_head_reaches_both_branches_and_the_backbone() -> None:
+    from engine_tiny_cfgs import TINY_DETECT
+    import yaml
+
+    from zoo import Model
+
+    torch.manual_seed(0)
+    model = Model(yaml.safe_load(TINY_DETECT), nc=NC)
+    model.train()
+    preds = model(torch.rand(2, 3, IMG, IMG))
+    assert set(preds) == {"one2many", "one2one"}
+    loss, _ = YOLOv10Loss(model.model[-1])(preds, _batch())
+    loss.backward()
+    head = model.model[-1]
+    for branch in (head.cv2, head.cv3, head.one2one_cv2, head.one2one_cv3):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters())
+    assert model.model[0].conv.weight.grad.abs().sum() > 0
