@@ -142,7 +142,7 @@ def benchmark(model: "Model", imgsz: int | tuple[int, int] = 640, batch: int = 1
 
 
 def format_result(name: str, r: BenchResult) -> str:
-    gf = f"{r.gflops:.2f}" if r.gflops is not None else "n/a"
+    gf = f"{r.gflops:.4g}" if r.gflops is not None else "n/a"
     achieved = f"{r.gflops_per_s:.1f}" if r.gflops_per_s is not None else "n/a"
     return "\n".join([
         f"{name}: {r.imgsz[0]}x{r.imgsz[1]}, batch {r.batch}, {r.device} {r.dtype}, "

@@ -18,9 +18,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                        "(also drops training-only branches)")
     p.add_argument("--runs", type=int, default=20, help="timed runs")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); 1 gives steadier "
+                                               "numbers on a machine shared with other jobs")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            from zoo.bench import BenchmarkError
+
+            raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     from zoo.bench import benchmark, format_result
     from zoo.cli import build_model
 

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true", help="time in float16 (CUDA only)")
     p.add_argument("--runs", type=int, default=10, help="timed runs per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs per variant")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); 1 gives steadier "
+                                               "numbers on a machine shared with other jobs")
     g = p.add_argument_group("training (with --train; calls zoo.engine.trainer.Trainer)")
     g.add_argument("--train", action="store_true", help="also train each variant and record its val metric")
     g.add_argument("--epochs", type=int, default=10)
@@ -150,6 +152,14 @@ def _check_resumable(row: dict[str, str], want: dict[str, Any], csv_path: Path) 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            from zoo.bench import BenchmarkError
+
+            raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     from zoo.bench import resolve_device
     from zoo.engine.setup import increment_path
     from zoo.model import Model
