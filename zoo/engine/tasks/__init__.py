@@ -6,3 +6,5 @@ from zoo.engine.tasks.detect import DETECT_HEADS, DetectHead, register_detect_he
 
 __all__ = ["TASKS", "BaseTask", "Task", "register_task", "task_for", "DETECT_HEADS", "DetectHead",
            "register_detect_head"]
+from zoo.engine.tasks import rtdetr as _rtdetr  # noqa: F401,E402  (registers the RTDETRDecoder detect head)
+from zoo.engine.tasks import sam as _sam  # noqa: F401,E402  (registers "segment" for the SAM head)
