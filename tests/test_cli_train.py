@@ -51,6 +51,12 @@ def test_train_then_val(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "shapes (val, 4 images), imgsz 64" in out  # data and size come from the checkpoint
     assert "mAP50-95" in out and "circle" in out
 
+    # A checkpoint is also a starting point: its config and weights are used.
+    rc = main(["train", str(best), "--data", "shapes:n_train=4,n_val=2", "--epochs", "1", "--name", "again",
+               "--no-plots", *COMMON])
+    out = capsys.readouterr().out
+    assert rc == 0 and "runs/detect/again" in out
+
 
 @pytest.mark.parametrize("data, message", [
     ("nowhere/data.yaml", "not found"),
@@ -99,3 +105,8 @@ def test_classify_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
                "--batch", "5", "--workers", "0", "--device", "cpu", "--no-progress", "--no-plots"])
     out = capsys.readouterr().out
     assert rc == 0 and "top1" in out and "runs/classify/train" in out
+
+    rc = main(["val", str(cfg), "--data", str(tmp_path / "crops"), "--imgsz", "32", "--workers", "0",
+               "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "top1" in out and "top5" in out and "(val, 5 images)" in out
