@@ -1,0 +1,157 @@
+"""``zoo predict CKPT_OR_CFG --source IMG_OR_DIR``: run a model on images and write overlays.
+
+- detection heads (v10Detect, RTDETRDecoder): boxes with class names and scores above ``--conf``;
+- classifiers: the top class and its probability written above the image;
+- SAM: masks for the ``--points`` / ``--box`` prompts (see :mod:`zoo.commands.predict_sam`).
+
+Images are letterboxed (detection) or centre-cropped (classification) to ``--imgsz`` (default:
+the size the checkpoint was trained at, else the cfg's ``imgsz``, else 320 / 224), and drawn at
+their original resolution into ``--out`` (default ``runs/predict``), one file per image.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from zoo.commands.predict_sam import add_prompt_arguments, predict_sam
+from zoo.errors import DataError, ZooError
+
+__all__ = ["add_arguments", "run", "PredictError", "detect_image", "classify_image"]
+
+DEFAULT_IMGSZ = {"detect": 320, "classify": 224}
+
+
+class PredictError(ZooError):
+    """A prediction request that cannot be served (no prompts for SAM, unknown head, ...)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt) or model YAML")
+    p.add_argument("--source", required=True, help="an image or a folder of images")
+    p.add_argument("--weights", help="load these weights into the model first")
+    p.add_argument("--scale", help="scale key when building from a YAML cfg")
+    p.add_argument("--imgsz", type=int, help="model input size (default: training size / cfg / 320 or 224)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold for drawn detections")
+    p.add_argument("--max-det", type=int, default=100)
+    p.add_argument("--out", default="runs/predict", help="folder for the overlay images")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or a GPU id")
+    add_prompt_arguments(p)
+
+
+def _checkpoint_info(path: str) -> dict[str, Any]:
+    """``names`` / ``args`` stored by ``zoo train`` (empty for other files)."""
+    if not path.endswith((".pt", ".pth")):
+        return {}
+    try:
+        from zoo.engine.ckpt import load_training_checkpoint
+
+        return dict(load_training_checkpoint(path))
+    except Exception:  # a foreign checkpoint: Model.load still reads its weights
+        return {}
+
+
+def _images(source: Path) -> list[Path]:
+    from zoo.data.sources import list_images
+
+    if not source.exists():
+        raise DataError(f"--source '{source}' does not exist")
+    images = list_images(source)
+    if not images:
+        raise DataError(f"--source '{source}' holds no images")
+    return images
+
+
+def _normalise(model: torch.nn.Module, rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(S, S, 3)`` uint8 -> ``(1, 3, S, S)`` in the cfg's normalisation (0..1 without mean/std)."""
+    x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div(255.0)[None].to(device)
+    cfg = getattr(model, "yaml", {}) or {}
+    if "mean" in cfg:
+        x = x - torch.tensor(cfg["mean"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
+    if "std" in cfg:
+        x = x / torch.tensor(cfg["std"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
+    return x
+
+
+@torch.no_grad()
+def detect_image(model: torch.nn.Module, image: np.ndarray, imgsz: int, conf: float, max_det: int
+                 ) -> np.ndarray:
+    """Detections ``(K, 6)`` x1, y1, x2, y2 (original-image pixels), score, class for one RGB image."""
+    from zoo.data.transforms import letterbox
+    from zoo.engine.tasks.detect import DETECT_HEADS
+
+    head = type(model.model[-1]).__name__
+    if head not in DETECT_HEADS:
+        raise PredictError(f"no post-processing for detection head {head}; known: {', '.join(sorted(DETECT_HEADS))}")
+    device = next(model.parameters()).device
+    boxed, _, _, place, _ = letterbox(image, np.zeros((0, 4), np.float32), None, imgsz)
+    dets = DETECT_HEADS[head].postprocess(model(_normalise(model, boxed, device)), max_det)[0].float().cpu()
+    dets = dets[dets[:, 4] > conf].numpy().copy()
+    dets[:, [0, 2]] = ((dets[:, [0, 2]] - place.pad_x) / place.ratio).clip(0, image.shape[1])
+    dets[:, [1, 3]] = ((dets[:, [1, 3]] - place.pad_y) / place.ratio).clip(0, image.shape[0])
+    return dets
+
+
+@torch.no_grad()
+def classify_image(model: torch.nn.Module, image: np.ndarray, imgsz: int) -> np.ndarray:
+    """Class probabilities ``(nc,)`` for one RGB image (centre crop, as in validation)."""
+    from zoo.data.transforms import center_crop_resize
+
+    device = next(model.parameters()).device
+    logits = model(_normalise(model, center_crop_resize(image, imgsz), device))
+    return logits.float().softmax(-1)[0].cpu().numpy()
+
+
+def run(args: argparse.Namespace) -> int:
+    from zoo.cli import build_model
+    from zoo.engine.plotting import draw_boxes, draw_label
+
+    info = _checkpoint_info(args.cfg)
+    model = build_model(args.cfg, args.scale, None, list(getattr(args, "plugin", None) or []))
+    if args.weights:
+        model.load(args.weights, verbose=True)
+    model.to(torch.device(args.device)).eval()
+    task = model.task
+    trained_size = (info.get("args") or {}).get("imgsz")
+    names = list(info.get("names") or [model.names[i] for i in sorted(model.names)])
+    out_dir = Path(args.out)
+    images = _images(Path(args.source))
+    if task == "segment":
+        if not args.points and not args.box:
+            raise PredictError("SAM needs prompts: --points x,y[,label] ... and/or --box x1,y1,x2,y2")
+        size = args.imgsz or trained_size
+        for path in images:
+            try:
+                written = predict_sam(model, path, list(args.points), list(args.box), out_dir, input_size=size)
+            except ValueError as exc:
+                raise PredictError(str(exc)) from None
+            print(f"{path} -> {written}")
+        return 0
+    if task not in DEFAULT_IMGSZ:
+        raise PredictError(f"zoo predict does not know the task '{task}' of head {type(model.model[-1]).__name__}")
+    imgsz = int(args.imgsz or trained_size or model.yaml.get("imgsz") or DEFAULT_IMGSZ[task])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        try:
+            image = np.asarray(Image.open(path).convert("RGB"))
+        except Exception as exc:  # a broken file among many should not stop the rest
+            print(f"warning: skipped {path} ({type(exc).__name__}: {exc})")
+            continue
+        if task == "detect":
+            dets = detect_image(model, image, imgsz, args.conf, args.max_det)
+            drawn = draw_boxes(image, dets[:, :4], dets[:, 5].astype(np.int64), names, dets[:, 4])
+            summary = f"{len(dets)} detections"
+        else:
+            probs = classify_image(model, image, imgsz)
+            top = int(probs.argmax())
+            label = names[top] if top < len(names) else str(top)
+            drawn = draw_label(image, f"{label} {float(probs[top]):.2f}")
+            summary = f"{label} {float(probs[top]):.2f}"
+        written = out_dir / f"{path.stem}_pred.png"
+        Image.fromarray(drawn).save(written)
+        print(f"{path} -> {written} ({summary})")
+    return 0
