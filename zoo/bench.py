@@ -22,7 +22,8 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from zoo.model import Model
 
-__all__ = ["BenchmarkError", "BenchResult", "benchmark", "counted_gflops", "percentile", "resolve_device", "format_result"]
+__all__ = ["BenchmarkError", "BenchResult", "benchmark", "counted_gflops", "percentile", "resolve_device",
+           "format_result"]
 
 
 class BenchmarkError(ZooError):

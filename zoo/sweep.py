@@ -158,8 +158,8 @@ def apply_override(cfg: dict[str, Any], key: str, value: Any, source: str = "<cf
     elif parts[0] == "scales" and len(parts) == 3:
         scales = cfg.get("scales") or {}
         if parts[1] not in scales:
-            raise ConfigError(f"--set {key}: no scale '{parts[1]}'; this cfg has {', '.join(map(str, scales)) or 'none'}",
-                              file=source)
+            have = ", ".join(map(str, scales)) or "none"
+            raise ConfigError(f"--set {key}: no scale '{parts[1]}'; this cfg has {have}", file=source)
         container, index = scales[parts[1]], _index(parts[2], len(scales[parts[1]]), f"scale {parts[1]}", key, source)
     elif len(parts) == 1:
         if key not in cfg and key not in SWEEPABLE_NEW_KEYS:
@@ -185,13 +185,15 @@ def expand_variants(cfg_path: str | Path, scales: Iterable[str] | None, override
     overrides = list(overrides)
     keys = [o.key for o in overrides]
     if len(set(keys)) != len(keys):
-        raise ConfigError(f"--set names the same key twice ({', '.join(sorted({k for k in keys if keys.count(k) > 1}))}); "
-                          "give all its values in one --set KEY=V1,V2", file=source)
+        twice = ", ".join(sorted({k for k in keys if keys.count(k) > 1}))
+        raise ConfigError(f"--set names the same key twice ({twice}); give all its values in one --set KEY=V1,V2",
+                          file=source)
     available = [str(k) for k in (base.get("scales") or {})]
     chosen: list[str | None] = list(scales) if scales else [None]
     for s in chosen:
         if s is not None and s not in available:
-            hint = f"this cfg has scales {', '.join(available)}" if available else "this cfg defines no 'scales'; drop --scales"
+            hint = (f"this cfg has scales {', '.join(available)}" if available
+                    else "this cfg defines no 'scales'; drop --scales")
             raise ConfigError(f"bad scale '{s}' in --scales: {hint}", file=source)
     variants = []
     for scale in chosen:

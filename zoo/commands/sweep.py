@@ -125,7 +125,8 @@ def format_table(rows: list[dict[str, Any]], trained: bool) -> str:
             "GFLOP/s"]
     if trained:
         head += ["metric", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"
+    lines = ["| " + " | ".join(head) + " |", rule]
 
     def f(value: Any, fmt: str) -> str:
         v = _num(value)
@@ -138,7 +139,8 @@ def format_table(rows: list[dict[str, Any]], trained: bool) -> str:
                  f(r.get("images_per_s"), ".2f"), f(r.get("gflops_per_s"), ".1f")]
         if trained:
             metric = f(r.get("metric"), ".4f")
-            cells += [f"{r.get('metric_name')} {metric}" if metric != "n/a" else metric, f(r.get("train_time_s"), ".0f")]
+            shown = f"{r.get('metric_name')} {metric}" if metric != "n/a" else metric
+            cells += [shown, f(r.get("train_time_s"), ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
