@@ -52,6 +52,7 @@ class Model(nn.Module):
         self.plugins = tuple(plugins)
         self.names = self._class_names()
         self._keywords = {k for r in self.records for k in r.keywords}
+        self.memory_format = torch.contiguous_format
         self.stride = self._dry_run(int(spec.cfg.get("imgsz", DRY_RUN_SIZE)))
         if verbose:
             self.info()
@@ -78,6 +79,8 @@ class Model(nn.Module):
         unknown = set(inputs) - self._keywords
         if unknown:
             raise TypeError(f"{self.name}: no row accepts keyword input(s) {sorted(unknown)}; accepted: {sorted(self._keywords)}")
+        if self.memory_format is not torch.contiguous_format and x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)
         return self.run_rows(x, inputs)
 
     def run_rows(self, x: torch.Tensor, inputs: Mapping[str, Any] | None = None, keep: tuple[int, ...] = (),
@@ -176,6 +179,16 @@ class Model(nn.Module):
         self.fuse()
         for module in [m for m in self.modules() if m is not self and hasattr(m, "drop_training_branches")]:
             module.drop_training_branches()
+        return self
+
+    def to_channels_last(self, enabled: bool = True) -> "Model":
+        """Fast path for CPU inference: keep weights and activations channels-last (NHWC in memory),
+        the layout oneDNN convolutions work in, so no layout reorder happens around each conv.
+        Inputs given to :meth:`forward` are converted; outputs keep the values of the default layout."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=self.memory_format)
         return self
 
     def load(self, path: str | Path | Mapping[str, torch.Tensor], strict: bool = False, verbose: bool = True):

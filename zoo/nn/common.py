@@ -6,9 +6,12 @@ Ultralytics-style convolutions use BatchNorm with ``eps=1e-3, momentum=0.03`` (w
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
 
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, concat, custom, io
@@ -47,6 +50,51 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+# Fast path for fused (inference) convs on CPU: one oneDNN call does conv + bias + SiLU (no separate
+# pass over the output) with the weight pre-packed once into oneDNN's blocked layout (no weight
+# reorder per call). Used only without autograd, outside FLOP counting and tracing, on fp32 CPU
+# tensors; switch off with ``zoo.nn.common.FAST_CPU_CONV = False`` for the plain conv -> act path.
+FAST_CPU_CONV = True
+_MKLDNN = getattr(torch.ops, "mkldnn", None)
+_CONV_POINTWISE = getattr(_MKLDNN, "_convolution_pointwise", None)
+_REORDER_WEIGHT = getattr(_MKLDNN, "_reorder_convolution_weight", None)
+# conv module -> (weight identity, packed weight); weak keys so dropped modules free their copies,
+# and nothing is added to the modules (state dicts, deepcopy and pickling stay as they were)
+_PACKED: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[tuple, torch.Tensor]]" = weakref.WeakKeyDictionary()
+_ACT_ATTR = {nn.SiLU: "swish", nn.Identity: "none", nn.ReLU: "relu"}
+
+
+def fast_conv_attr(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module) -> str | None:
+    """oneDNN post-op name when ``act(conv(x))`` can run as one fused CPU call, else ``None``."""
+    attr = _ACT_ATTR.get(type(act))
+    if (attr is None or not FAST_CPU_CONV or _CONV_POINTWISE is None or x.device.type != "cpu"
+            or x.dtype != torch.float32 or conv.weight.dtype != torch.float32 or conv.bias is None
+            or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple) or x.dim() != 4):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
+        return None
+    # FLOP counting (a dispatch mode) and torch.compile should see plain convs
+    if _get_dispatch_mode() is not None or torch.compiler.is_compiling():
+        return None
+    return attr
+
+
+def fast_conv(x: torch.Tensor, conv: nn.Conv2d, attr: str) -> torch.Tensor:
+    """``act(conv(x))`` in one oneDNN call. ``(B, c1, H, W) -> (B, c2, H', W')``."""
+    weight = conv.weight
+    if _REORDER_WEIGHT is not None:
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride())
+        cached = _PACKED.get(conv)
+        if cached is None or cached[0] != key:
+            packed = _REORDER_WEIGHT(weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation),
+                                     conv.groups, list(x.shape))
+            cached = (key, packed)
+            _PACKED[conv] = cached
+        weight = cached[1]
+    return _CONV_POINTWISE(x, weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                           conv.groups, attr, [], "")
+
+
 @register(wiring=io())
 class Conv(nn.Module):
     """Conv2d -> BatchNorm2d -> activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
@@ -64,6 +112,9 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is None:
+            attr = fast_conv_attr(x, self.conv, self.act)
+            if attr is not None:
+                return fast_conv(x, self.conv, attr)
             return self.act(self.conv(x))
         return self.act(self.bn(self.conv(x)))
 

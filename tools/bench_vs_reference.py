@@ -1,0 +1,405 @@
+"""Side-by-side latency of zoo models against the reference implementations, same weights and inputs.
+
+    python tools/bench_vs_reference.py --ref-python ../refenv/bin/python [--runs 10] [--only yolov10n,sam-encoder]
+
+``--ref-python`` is the interpreter of the scratch environment made by ``../shared/tools/reference-env.sh``
+(Ultralytics, timm, segment-anything on the CPU torch). This script re-runs itself under that interpreter
+with the repository on ``sys.path``, so both sides share one process, one torch build and one thread
+setting; the reference packages are never imported by ``zoo`` itself.
+
+For every case the reference model's random weights (BatchNorm statistics made non-trivial) are copied
+into the zoo model, both get the same input, and the outputs are compared (max abs difference) before
+anything is timed. Timing: CPU, ``--threads`` threads (2), batch 1, fp32 unless a row says otherwise;
+``--warmup`` untimed calls, then ``--runs`` timed calls per side, *interleaved* (zoo, reference,
+reference, zoo, ...) so that load from other processes on a shared machine hits both sides alike;
+the table reports medians. ratio = zoo ms / reference ms.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / ".." / "shared" / "fixtures"
+CASES = ("yolov10n", "yolov10n-fuse-only", "rtdetr-l", "sam-encoder", "sam-box-decoder", "yolov10n-build",
+         "yolov10n-train-step")
+
+
+def _relaunch(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this script again under the reference interpreter, with the repo importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    rest = [a for a in argv if a != "--ref-python" and a != args.ref_python]
+    return subprocess.call([args.ref_python, str(Path(__file__).resolve()), "--in-reference-env", *rest], env=env)
+
+
+# ----------------------------------------------------------------------------- timing
+def interleaved(zoo_fn: Callable[[], Any], ref_fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float, float]:
+    """Median ms of each side over ``runs`` calls, alternating which side goes first each round."""
+    for _ in range(warmup):
+        zoo_fn()
+        ref_fn()
+    times: dict[str, list[float]] = {"zoo": [], "ref": []}
+    sides = [("zoo", zoo_fn), ("ref", ref_fn)]
+    for i in range(runs):
+        for name, fn in (sides if i % 2 == 0 else sides[::-1]):
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times["zoo"]), statistics.median(times["ref"])
+
+
+def max_abs(a: Any, b: Any) -> float:
+    import torch
+
+    return float((a.float() - b.float()).abs().max())
+
+
+def roughen_norms(model: Any, seed: int = 0) -> None:
+    """Give BatchNorm layers non-trivial statistics so that fusing them is actually tested."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+
+
+def copy_weights(ref: Any, zoo_model: Any) -> None:
+    """Load the reference state dict into the zoo model; keys and shapes must match one to one."""
+    sd = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    own = {k for k in zoo_model.state_dict() if not k.endswith("num_batches_tracked")}
+    missing, unexpected = own - set(sd), set(sd) - own
+    if missing or unexpected:
+        raise RuntimeError(f"state dicts differ: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    zoo_model.load_state_dict(sd, strict=False)
+
+
+# ----------------------------------------------------------------------------- cases
+def case_yolov10n(opts: argparse.Namespace, deploy: bool = True) -> dict[str, Any]:
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from zoo import Model
+    from zoo.nn.yolov10 import v10_postprocess
+
+    torch.manual_seed(0)
+    ref = DetectionModel("yolov10n.yaml", verbose=False)
+    roughen_norms(ref)
+    zoo_model = Model(REPO / "cfg" / "yolov10n.yaml")
+    copy_weights(ref, zoo_model)
+    # End-to-end (NMS-free) inference on the reference too: its fuse() then drops the one-to-many
+    # branch and its output is the top-k detections (B, 300, 6), the same work as zoo's deploy.
+    ref.model[-1].end2end = True
+    ref.eval().fuse(verbose=False)
+    zoo_model.eval()
+    zoo_model.deploy() if deploy else zoo_model.fuse()
+    zoo_model = apply_fast_paths(zoo_model, opts)
+    x = torch.rand(1, 3, opts.imgsz, opts.imgsz)
+
+    def run_zoo() -> Any:
+        with torch.no_grad(), fast_context(opts):
+            decoded, raw = zoo_model(x)
+            return v10_postprocess(decoded.transpose(1, 2).float()), raw  # same top-k as the reference
+
+    def run_ref() -> Any:
+        with torch.no_grad():
+            return ref(x)
+
+    # compare the one-to-one head's raw maps (box distributions + class logits): with random weights
+    # many scores tie closely, so the top-k lists can differ in order without any real difference
+    zoo_raw = torch.cat([lvl.flatten(2) for lvl in run_zoo()[1]["one2one"]], 2)
+    ref_raw = run_ref()[1]["one2one"]
+    diff = max_abs(zoo_raw, torch.cat((ref_raw["boxes"], ref_raw["scores"]), 1))
+    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    name = f"yolov10n {opts.imgsz} " + ("deploy vs fused" if deploy else "fuse only (both heads) vs fused")
+    return dict(model=name, zoo=zoo_ms, ref=ref_ms, diff=diff)
+
+
+def case_rtdetr(opts: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from zoo import Model
+
+    torch.manual_seed(0)
+    ref = RTDETRDetectionModel("rtdetr-l.yaml", verbose=False)
+    roughen_norms(ref)
+    zoo_model = Model(REPO / "cfg" / "rtdetr-l.yaml")
+    copy_weights(ref, zoo_model)
+    ref.eval().fuse(verbose=False)
+    zoo_model.eval().fuse()
+    zoo_model = apply_fast_paths(zoo_model, opts)
+    x = torch.rand(1, 3, opts.imgsz, opts.imgsz)
+
+    def run_zoo() -> Any:
+        with torch.no_grad(), fast_context(opts):
+            _, raw = zoo_model(x)
+            return torch.cat((raw["dec_bboxes"], raw["dec_scores"].sigmoid()), -1)
+
+    def run_ref() -> Any:
+        with torch.no_grad():
+            return ref(x)[0]
+
+    diff = max_abs(run_zoo(), run_ref())
+    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    return dict(model=f"rtdetr-l {opts.imgsz} fused", zoo=zoo_ms, ref=ref_ms, diff=diff)
+
+
+def _mobile_sam(opts: argparse.Namespace) -> tuple[Any, Any]:
+    """Ultralytics' MobileSAM and the zoo's sam-tinyvit with the same weights (the fixture's random
+    MobileSAM checkpoint if present, else the reference's own initialisation), via zoo's key map."""
+    import torch
+    from ultralytics.models.sam.build import build_mobile_sam
+
+    from zoo import Model
+
+    torch.manual_seed(0)
+    ref = build_mobile_sam()
+    path = FIXTURES / "mobile_sam" / "mobile_sam.pt"
+    if path.exists():
+        sd = {k: v.float() for k, v in torch.load(path, weights_only=True).items()}
+        ref.load_state_dict(sd, strict=False)
+    sd = ref.state_dict()
+    zoo_model = Model(REPO / "cfg" / "sam-tinyvit.yaml")
+    report = zoo_model.load(dict(sd), strict=False, verbose=False)
+    if report.missing or report.mismatched:
+        raise RuntimeError(f"MobileSAM weights did not map onto the zoo model: {report}")
+    ref.eval()
+    zoo_model.eval().fuse()
+    return ref, zoo_model
+
+
+def case_sam(opts: argparse.Namespace, part: str) -> dict[str, Any]:
+    import torch
+
+    ref, zoo_model = _mobile_sam(opts)
+    zoo_model = apply_fast_paths(zoo_model, opts)
+    encoder_rows = list(zoo_model.model)[:-1]  # the cfg is a plain chain: TinyViT rows, then the neck
+    head = zoo_model.model[-1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 1024, 1024, generator=g)
+
+    def zoo_encode() -> Any:
+        y = x.contiguous(memory_format=zoo_model.memory_format)
+        with torch.no_grad(), fast_context(opts):
+            for row in encoder_rows:
+                y = row(y)
+        return y.float()
+
+    if part == "encoder":
+        def run_ref() -> Any:
+            with torch.no_grad():
+                return ref.image_encoder(x)
+
+        run_zoo = zoo_encode
+        name = "MobileSAM image encoder 1024"
+    else:
+        with torch.no_grad():
+            emb = ref.image_encoder(x)
+        box = torch.tensor([[180.0, 240.0, 620.0, 700.0]])
+
+        def run_ref() -> Any:
+            with torch.no_grad():
+                sparse, dense = ref.prompt_encoder(points=None, boxes=box, masks=None)
+                masks, iou = ref.mask_decoder(emb, ref.prompt_encoder.get_dense_pe(), sparse, dense, False)
+                return masks
+
+        def run_zoo() -> Any:
+            with torch.no_grad(), fast_context(opts):
+                return head(emb, boxes=box, multimask_output=False)[0].float()
+
+        name = "MobileSAM prompt enc + mask dec, 1 box"
+    diff = max_abs(run_zoo(), run_ref())
+    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    return dict(model=name, zoo=zoo_ms, ref=ref_ms, diff=diff)
+
+
+def case_build(opts: argparse.Namespace) -> dict[str, Any]:
+    from ultralytics.nn.tasks import DetectionModel
+
+    from zoo import Model
+
+    cfg = REPO / "cfg" / "yolov10n.yaml"
+    params: dict[str, int] = {}
+
+    def run_zoo() -> None:
+        params["zoo"] = sum(p.numel() for p in Model(cfg).parameters())
+
+    def run_ref() -> None:
+        params["ref"] = sum(p.numel() for p in DetectionModel("yolov10n.yaml", verbose=False).parameters())
+
+    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, 1)
+    return dict(model="yolov10n build (parse + init)", zoo=zoo_ms, ref=ref_ms,
+                diff=float(abs(params["zoo"] - params["ref"])), diff_note="param count diff")
+
+
+def case_train_step(opts: argparse.Namespace) -> dict[str, Any]:
+    """forward + YOLOv10 loss (one-to-many top-10 + one-to-one top-1, box 7.5 / cls 0.5 / dfl 1.5)
+    + backward + SGD step, batch 8 at 320. Ultralytics' loss is its E2EDetectLoss (the same sum of
+    the two branch losses), which scales by the batch size; the diff column compares loss / batch."""
+    import types
+
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.loss import E2EDetectLoss
+
+    from zoo import Model
+    from zoo.engine.losses.yolo import YOLOv10Loss
+
+    torch.manual_seed(0)
+    ref = DetectionModel("yolov10n.yaml", verbose=False)
+    zoo_model = Model(REPO / "cfg" / "yolov10n.yaml")
+    copy_weights(ref, zoo_model)
+    ref.args = types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
+    ref_loss = E2EDetectLoss(ref)
+    zoo_loss = YOLOv10Loss(zoo_model.head)
+    ref.train()
+    zoo_model.train()
+    b, s = 8, 320
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(b, 3, s, s, generator=g)
+    n = 3 * b
+    batch_idx = torch.arange(b).repeat_interleave(3)
+    cls = torch.randint(0, 80, (n,), generator=g)
+    xy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
+    ref_batch = {"img": img, "batch_idx": batch_idx.float(), "cls": cls.float().view(-1, 1),
+                 "bboxes": torch.cat((xy, wh), 1)}
+    xyxy = torch.cat((xy - wh / 2, xy + wh / 2), 1) * s
+    zoo_batch = {"img": img, "batch_idx": batch_idx, "cls": cls, "boxes": xyxy}
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
+    opt_zoo = torch.optim.SGD([p for p in zoo_model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    losses: dict[str, float] = {}
+
+    def run_zoo() -> None:
+        opt_zoo.zero_grad(set_to_none=True)
+        loss, _ = zoo_loss(zoo_model(img), zoo_batch)
+        loss.backward()
+        opt_zoo.step()
+        losses.setdefault("zoo", float(loss.detach()))
+
+    def run_ref() -> None:
+        opt_ref.zero_grad(set_to_none=True)
+        loss, _ = ref_loss(ref(img), ref_batch)
+        loss = loss.sum()  # (box, cls, dfl) * batch; Ultralytics' trainer backpropagates the sum
+        loss.backward()
+        opt_ref.step()
+        losses.setdefault("ref", float(loss.detach()) / b)
+
+    run_zoo()
+    run_ref()
+    diff = abs(losses["zoo"] - losses["ref"])
+    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    return dict(model=f"yolov10n train step {s} b{b} (fwd+loss+bwd+SGD)", zoo=zoo_ms, ref=ref_ms, diff=diff,
+                diff_note=f"loss diff (zoo {losses['zoo']:.4f}, ref/batch {losses['ref']:.4f})")
+
+
+# ----------------------------------------------------------------------------- zoo fast paths
+def apply_fast_paths(model: Any, opts: argparse.Namespace) -> Any:
+    """Opt-in levers on the zoo side only (channels-last, torch.compile). The fused conv+SiLU
+    oneDNN call is zoo's default for fused models (``zoo.nn.common.FAST_CPU_CONV``)."""
+    import zoo.nn.common
+
+    zoo.nn.common.FAST_CPU_CONV = not opts.plain
+    import torch
+
+    if opts.channels_last:
+        model.to_channels_last()
+    if opts.compile:
+        model = torch.compile(model)
+    return model
+
+
+def fast_context(opts: argparse.Namespace) -> Any:
+    import contextlib
+
+    import torch
+
+    if opts.bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- main
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ref-python", help="python of the reference environment (reference-env.sh)")
+    p.add_argument("--in-reference-env", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases from {CASES}")
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--imgsz", type=int, default=640, help="detector input size")
+    p.add_argument("--channels-last", action="store_true", help="zoo side: channels-last memory format")
+    p.add_argument("--compile", action="store_true", help="zoo side: torch.compile")
+    p.add_argument("--plain", action="store_true", help="zoo side: no fused conv+SiLU fast path")
+    p.add_argument("--bf16", action="store_true", help="zoo side: bf16 autocast on CPU")
+    args = p.parse_args(argv)
+    if not args.in_reference_env:
+        if not args.ref_python:
+            p.error("--ref-python is required (the reference environment's interpreter)")
+        return _relaunch(args, argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    runners = {
+        "yolov10n": lambda: case_yolov10n(args, deploy=True),
+        "yolov10n-fuse-only": lambda: case_yolov10n(args, deploy=False),
+        "rtdetr-l": lambda: case_rtdetr(args),
+        "sam-encoder": lambda: case_sam(args, "encoder"),
+        "sam-box-decoder": lambda: case_sam(args, "decoder"),
+        "yolov10n-build": lambda: case_build(args),
+        "yolov10n-train-step": lambda: case_train_step(args),
+    }
+    wanted = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = set(wanted) - set(runners)
+    if unknown:
+        p.error(f"unknown case(s) {sorted(unknown)}; choose from {CASES}")
+    flags = [f for f, on in (("channels-last", args.channels_last), ("compile", args.compile), ("bf16", args.bf16)) if on]
+    print(f"machine: {machine()}")
+    print(f"zoo fast paths: {', '.join(flags) or 'none'}; median of {args.runs} interleaved runs after {args.warmup} warm-up")
+    print("| model | zoo ms | reference ms | ratio | max abs output diff |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for case in wanted:
+        try:
+            row = runners[case]()
+        except Exception as exc:  # report and go on with the other cases
+            print(f"| {case} | failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} | | | |")
+            continue
+        note = f" ({row['diff_note']})" if "diff_note" in row else ""
+        print(f"| {row['model']} | {row['zoo']:.1f} | {row['ref']:.1f} | {row['zoo'] / row['ref']:.2f} | "
+              f"{row['diff']:.2e}{note} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
