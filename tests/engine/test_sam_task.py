@@ -152,6 +152,7 @@ def test_tiny_training_run_reports_miou_per_prompt_type(tiny_sam: Path, tmp_path
     assert (result.save_dir / "val_predictions.jpg").is_file()
     state = trainer.model.state_dict()
     assert torch.equal(state["model.0.conv.weight"], before["model.0.conv.weight"])  # frozen
-    assert not torch.equal(state["model.5.mask_decoder.iou_token.weight"], before["model.5.mask_decoder.iou_token.weight"])
+    token = "model.5.mask_decoder.iou_token.weight"
+    assert not torch.equal(state[token], before[token])
     emb = image_embedding(trainer.model, torch.rand(1, 3, 64, 64))
     assert emb.shape == (1, 32, 4, 4)
