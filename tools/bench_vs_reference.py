@@ -151,7 +151,8 @@ def case_rtdetr(opts: argparse.Namespace) -> dict[str, Any]:
 
     def run_ref() -> Any:
         with torch.no_grad():
-            return ref(x)[0]
+            _, (dec_bboxes, dec_scores, *_) = ref(x)  # eval: the last decoder layer, (1, B, Q, 4 / nc)
+            return torch.cat((dec_bboxes[-1], dec_scores[-1].sigmoid()), -1)
 
     diff = max_abs(run_zoo(), run_ref())
     zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
