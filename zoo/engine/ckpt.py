@@ -6,7 +6,7 @@ Layout of ``weights/last.pt`` and ``weights/best.pt``::
     format        "zoo-train/1"
     model_state   state dict the run evaluates with (the EMA weights when EMA is on)
     yaml          the model config dict (``Model.yaml``), with its chosen ``scale``
-    scale, task, names, plugins
+    scale, name, task, names, plugins
     epoch         last completed epoch (0-based); ``epochs`` the planned total
     best_fitness, metrics   the validation results of that epoch
     args          the run's arguments (plain dict)

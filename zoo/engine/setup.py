@@ -91,6 +91,10 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True):
 
     plugins = list(getattr(args, "plugin", None) or [])
     model = build_model(str(args.cfg), getattr(args, "scale", None), None, plugins)
+    if str(args.cfg).endswith((".pt", ".pth")):
+        from zoo.checkpoint import read_checkpoint
+
+        model.name = str(read_checkpoint(args.cfg).extra.get("name") or Path(args.cfg).stem)
     task_cls = task_for(model)
     task = task_cls(args, model)
     imgsz = int(args.imgsz or model.yaml.get("imgsz") or task.default_imgsz)

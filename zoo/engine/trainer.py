@@ -303,6 +303,7 @@ class Trainer:
             "model_state": {k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()},
             "yaml": dict(model.yaml),
             "scale": model.scale,
+            "name": getattr(model, "name", None),
             "task": self.task.name,
             "names": list(self.names),
             "plugins": list(getattr(model, "plugins", ()) or ()),
