@@ -18,6 +18,8 @@ from zoo.errors import ConfigError
 __all__ = ["ModelSpec", "load_yaml", "resolve_spec"]
 
 SECTIONS = ("backbone", "head")
+# libyaml's safe loader when PyYAML was built with it (about 10x faster than the pure-Python one)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError("file not found; give a path to a model YAML (see `zoo list` for the shipped cfgs)", file=str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -18,7 +18,7 @@ from zoo.errors import ConfigError
 
 __all__ = ["Model"]
 
-DRY_RUN_SIZE = 128  # small enough to keep builds fast, large enough for stride-32 maps and 300 queries
+DRY_RUN_SIZE = 64  # small enough to keep builds fast; stride-32 maps are still 2x2
 
 RowHook = Callable[[int, RowRecord, Any, Any], None]
 
