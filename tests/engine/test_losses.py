@@ -24,8 +24,8 @@ def _preds(b: int = 2, requires_grad: bool = True) -> dict[str, list[torch.Tenso
     g = torch.Generator().manual_seed(0)
     out = {}
     for branch in ("one2many", "one2one"):
-        out[branch] = [torch.randn(b, 4 * REG + NC, IMG // int(s), IMG // int(s), generator=g).requires_grad_(requires_grad)
-                       for s in STRIDES]
+        out[branch] = [torch.randn(b, 4 * REG + NC, IMG // int(s), IMG // int(s), generator=g)
+                       .requires_grad_(requires_grad) for s in STRIDES]
     return out
 
 
@@ -45,7 +45,8 @@ def test_box_measures() -> None:
 def test_pad_targets() -> None:
     labels, boxes, valid = pad_targets(torch.tensor([1, 0, 1]), torch.tensor([5, 6, 7]),
                                        torch.arange(12.0).view(3, 4), 3)
-    assert labels.tolist() == [[6, 0], [5, 7], [0, 0]] and valid.tolist() == [[True, False], [True, True], [False, False]]
+    assert labels.tolist() == [[6, 0], [5, 7], [0, 0]]
+    assert valid.tolist() == [[True, False], [True, True], [False, False]]
     assert boxes[1, 1].tolist() == [8.0, 9.0, 10.0, 11.0]
 
 

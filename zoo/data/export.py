@@ -34,7 +34,8 @@ def write_yolo(cfg: ShapesConfig, out: Path) -> Path:
             Image.fromarray(s.image).save(img_dir / f"{i:06d}.png")
             lines = []
             for c, (x1, y1, x2, y2) in zip(s.cls.tolist(), s.boxes.tolist()):
-                lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+                cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+                lines.append(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
             (lbl_dir / f"{i:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     data = {"path": ".", "train": "images/train", "val": "images/val", "names": dict(enumerate(cfg.names))}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

@@ -30,11 +30,10 @@ from tqdm import tqdm
 from zoo.data.dataset import build_dataloader
 from zoo.engine import ddp
 from zoo.engine.ckpt import atomic_save, capture_rng, load_training_checkpoint, restore_rng, stamp
-from zoo.engine.ema import ModelEMA, unwrap
+from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer
 from zoo.engine.plotting import draw_boxes, plot_results, save_grid
 from zoo.engine.setup import build_for_task, increment_path, plain_args, select_device
-from zoo.engine.tasks.base import Task
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
 
@@ -121,7 +120,9 @@ class Trainer:
         wd = args.weight_decay if args.weight_decay is not None else (5e-4 if opt_name.lower() == "sgd" else 0.01)
         self.optimizer = build_optimizer(self.model, opt_name, lr, args.momentum, wd, self._lr_scales())
         self.batches_per_epoch = len(self.train_loader)
-        warmup_bias = args.warmup_bias_lr if args.warmup_bias_lr is not None else (0.1 if opt_name.lower() == "sgd" else 0.0)
+        warmup_bias = args.warmup_bias_lr
+        if warmup_bias is None:  # a high bias lr suits SGD's warm-up; Adam's per-weight steps need none
+            warmup_bias = 0.1 if opt_name.lower() == "sgd" else 0.0
         self.schedule = LRSchedule(lr=lr, total=int(args.epochs) * self.batches_per_epoch,
                                    warmup=round(float(args.warmup_epochs) * self.batches_per_epoch), lrf=args.lrf,
                                    kind=args.schedule, warmup_bias_lr=warmup_bias, momentum=args.momentum)
