@@ -131,3 +131,15 @@ def test_rtdetr_fused_fast_paths_match_plain(plain_path):
         scale = plain[row].abs().max()
         assert (fast[row] - plain[row]).abs().max() / scale < 1e-5, row
         assert (last[row] - plain[row]).abs().max() / scale < 1e-5, row
+
+
+def test_fast_conv_accepts_weights_fused_under_inference_mode():
+    """fuse() inside torch.inference_mode makes inference tensors, which have no version counter."""
+    model = Model(CFG / "yolov10n.yaml").eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        fused = copy.deepcopy(model).fuse()
+        fast = fused(x)[0]
+    with torch.no_grad():
+        plain = model(x)[0]
+    assert (fast - plain).abs().max() < 1e-3

@@ -83,7 +83,9 @@ def fast_conv(x: torch.Tensor, conv: nn.Conv2d, attr: str) -> torch.Tensor:
     """``act(conv(x))`` in one oneDNN call. ``(B, c1, H, W) -> (B, c2, H', W')``."""
     weight = conv.weight
     if _REORDER_WEIGHT is not None:
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride())
+        # inference tensors (made under torch.inference_mode, e.g. by fuse()) keep no version counter
+        version = -1 if weight.is_inference() else weight._version
+        key = (weight.data_ptr(), version, tuple(weight.shape), weight.stride())
         cached = _PACKED.get(conv)
         if cached is None or cached[0] != key:
             packed = _REORDER_WEIGHT(weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation),
