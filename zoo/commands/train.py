@@ -35,6 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--freeze", nargs="+", default=[], metavar="KEY",
                    help="freeze rows ('0', '0-9') or parameter-name prefixes (task names such as image_encoder)")
 
+    g = p.add_argument_group("promptable segmentation (SAM)")
+    g.add_argument("--sam-sets", type=int, default=4, help="instances (prompt sets) per image in a training step")
+    g.add_argument("--sam-box-jitter", type=float, default=0.1,
+                   help="std of the box-prompt noise as a fraction of the box side")
+    g.add_argument("--sam-max-points", type=int, default=4, help="most point prompts (foreground + background)")
+    g.add_argument("--sam-correction", type=float, default=0.0,
+                   help="probability of a correction point from the error region of a first prediction")
+
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=10)
     g.add_argument("--optimizer", default="AdamW", choices=("AdamW", "Adam", "SGD"))
