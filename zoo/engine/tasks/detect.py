@@ -28,6 +28,13 @@ from zoo.errors import ConfigError
 __all__ = ["DetectHead", "DETECT_HEADS", "register_detect_head", "DetectTask"]
 
 
+def box_augment(args: argparse.Namespace) -> AugmentConfig:
+    """Flip / zoom / colour augmentation for box and mask datasets, from the ``zoo train`` flags."""
+    return AugmentConfig(fliplr=getattr(args, "fliplr", 0.5), flipud=getattr(args, "flipud", 0.0),
+                         scale=getattr(args, "scale_aug", 0.3), hsv_h=getattr(args, "hsv_h", 0.015),
+                         hsv_s=getattr(args, "hsv_s", 0.7), hsv_v=getattr(args, "hsv_v", 0.4))
+
+
 @dataclass(frozen=True)
 class DetectHead:
     """How the detection task drives one kind of head.
@@ -85,11 +92,7 @@ class DetectTask(BaseTask):
 
     def build_dataset(self, split: str, imgsz: int, augment: bool) -> Dataset:
         assert self.spec is not None, "call setup_data first"
-        a = self.args
-        aug = AugmentConfig(fliplr=getattr(a, "fliplr", 0.5), flipud=getattr(a, "flipud", 0.0),
-                            scale=getattr(a, "scale_aug", 0.3), hsv_h=getattr(a, "hsv_h", 0.015),
-                            hsv_s=getattr(a, "hsv_s", 0.7), hsv_v=getattr(a, "hsv_v", 0.4)) if augment else None
-        return DetectionDataset(self.spec.detection_source(split), imgsz, aug)
+        return DetectionDataset(self.spec.detection_source(split), imgsz, box_augment(self.args) if augment else None)
 
     def collate(self, batch: list[dict]) -> dict:
         return collate_detection(batch)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from zoo.data.dataset import DetectionDataset, collate_detection
-from zoo.data.transforms import AugmentConfig
+from zoo.engine.tasks.detect import box_augment
 from zoo.engine.losses.sam import SamLoss
 from zoo.engine.metrics import MaskIoUMeter
 from zoo.engine.plotting import save_grid
@@ -110,10 +110,7 @@ class SamTask(BaseTask):
     # ------------------------------------------------------------------ data
     def build_dataset(self, split: str, imgsz: int, augment: bool) -> Dataset:
         assert self.spec is not None, "call setup_data first"
-        a = self.args
-        aug = AugmentConfig(fliplr=getattr(a, "fliplr", 0.5), flipud=getattr(a, "flipud", 0.0),
-                            scale=getattr(a, "scale_aug", 0.3), hsv_h=getattr(a, "hsv_h", 0.015),
-                            hsv_s=getattr(a, "hsv_s", 0.7), hsv_v=getattr(a, "hsv_v", 0.4)) if augment else None
+        aug = box_augment(self.args) if augment else None
         return DetectionDataset(self.spec.detection_source(split), imgsz, aug, with_masks=True)
 
     def collate(self, batch: list[dict]) -> dict:
