@@ -1,6 +1,7 @@
 """Exponential moving average of model weights (Polyak averaging), with the warm-up ramp used by
 the YOLO recipes: ``decay_t = decay * (1 - exp(-t / tau))`` so early, poorly trained weights are
-forgotten quickly. Buffers (BatchNorm statistics) are copied, not averaged."""
+forgotten quickly. Floating-point buffers (BatchNorm statistics) are averaged like the weights, as
+in those recipes; integer buffers (``num_batches_tracked``) are copied."""
 from __future__ import annotations
 
 import copy
