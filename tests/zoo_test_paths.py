@@ -16,3 +16,14 @@ def fixture_dir(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"fixture folder {path} not present")
     return path
+
+
+def build_small(name: str, scale: str | None = None):
+    """Build a shipped cfg with a 64x64 build-time trial run (keeps tests fast on shared CPUs)."""
+    import yaml
+
+    from zoo import Model
+
+    path = CFG / name
+    cfg = yaml.safe_load(path.read_text()) | {"imgsz": 64, "yaml_file": str(path)}
+    return Model(cfg, scale=scale)

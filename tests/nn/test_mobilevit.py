@@ -5,21 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from zoo import Model
 from zoo.nn.mobilevit import MobileViTBackbone, MobileViTBlock
 from zoo.nn.mobilevit_v2 import LinearSelfAttention, MobileViTBlockV2
 
-ROOT = Path(__file__).resolve().parents[2]
-CFG = ROOT / "cfg"
-FIXTURES = ROOT / ".." / "shared" / "fixtures"
-
-def build(name: str, scale: str | None = None) -> Model:
-    """Build a shipped cfg with a small build-time dry run (keeps the tests fast on shared CPUs)."""
-    path = CFG / name
-    cfg = yaml.safe_load(path.read_text()) | {"imgsz": 64, "yaml_file": str(path)}
-    return Model(cfg, scale=scale)
+from zoo_test_paths import CFG, FIXTURES, build_small as build
 
 
 # timm 1.0.31, num_classes=1000
