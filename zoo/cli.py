@@ -72,7 +72,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"{'module':<22}{'from':<12}{'wiring':<44}signature")
     for entry in MODULES:
         print(f"{entry.name:<22}{entry.source:<12}{entry.wiring.describe:<44}{entry.signature()}")
-    print(f"\n(any torch.nn module is available as nn.<Name>)\n\nshipped cfgs:")
+    print("\n(any torch.nn module is available as nn.<Name>)\n\nshipped cfgs:")
     for cfg in shipped_cfgs():
         print(f"  cfg/{cfg.name}")
     return 0

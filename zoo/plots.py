@@ -42,7 +42,7 @@ def plot_rows(model: "Model", info_result: dict, out: Path) -> Path:
     fig, (ax_p, ax_g) = plt.subplots(2, 1, figsize=(width, 5.5), sharex=True)
     panels = ((ax_p, params, "params (M)", "#4c72b0"), (ax_g, gflops, f"GFLOPs at {h}x{w}", "#dd8452"))
     for ax, values, label, colour in panels:
-        bars = ax.bar(index, values, color=colour)
+        ax.bar(index, values, color=colour)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
         for i in sorted(range(len(values)), key=lambda k: -values[k])[:3]:
