@@ -156,3 +156,14 @@ def test_tiny_training_run_reports_miou_per_prompt_type(tiny_sam: Path, tmp_path
     assert not torch.equal(state[token], before[token])
     emb = image_embedding(trainer.model, torch.rand(1, 3, 64, 64))
     assert emb.shape == (1, 32, 4, 4)
+
+
+def test_prompt_mix_flag_sets_the_sampling_weights():
+    import pytest
+
+    from zoo import ConfigError
+    from zoo.engine.tasks.sam import _prompt_mix
+
+    assert _prompt_mix("1,0,0").tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="--sam-prompt-mix"):
+        _prompt_mix("1,-1,0")

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sam-max-points", type=int, default=4, help="most point prompts (foreground + background)")
     g.add_argument("--sam-correction", type=float, default=0.0,
                    help="probability of a correction point from the error region of a first prediction")
+    g.add_argument("--sam-prompt-mix", default="0.5,0.25,0.25", metavar="BOX,POINT,POINTS",
+                   help="relative frequency of box / single-point / multi-point prompts in training")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=10)

@@ -35,11 +35,23 @@ from zoo.engine.losses.sam import SamLoss
 from zoo.engine.metrics import MaskIoUMeter
 from zoo.engine.plotting import save_grid
 from zoo.engine.tasks.base import BaseTask, register_task
+from zoo.errors import ConfigError
 from zoo.nn.sam import PIXEL_MEAN, PIXEL_STD
 
 __all__ = ["SamTask", "image_embedding", "box_from_mask", "interior_point", "sample_points"]
 
 PROMPT_TYPES = ("box", "point", "points")
+
+
+def _prompt_mix(text: str) -> torch.Tensor:
+    """``"0.5,0.25,0.25"`` -> sampling weights of box / point / points prompts."""
+    try:
+        weights = torch.tensor([float(v) for v in text.split(",")])
+    except ValueError:
+        weights = torch.tensor([])
+    if weights.numel() != len(PROMPT_TYPES) or (weights < 0).any() or weights.sum() <= 0:
+        raise ConfigError(f"--sam-prompt-mix takes {len(PROMPT_TYPES)} non-negative weights for box,point,points; got {text!r}")
+    return weights
 VAL_MAX_INSTANCES = 8  # per image, to bound validation time
 
 
@@ -104,7 +116,7 @@ class SamTask(BaseTask):
         self.box_jitter = float(getattr(args, "sam_box_jitter", 0.1))
         self.max_points = int(getattr(args, "sam_max_points", 4))
         self.correction = float(getattr(args, "sam_correction", 0.0))
-        self.type_weights = torch.tensor([0.5, 0.25, 0.25])
+        self.type_weights = _prompt_mix(str(getattr(args, "sam_prompt_mix", "0.5,0.25,0.25")))
         self._model: nn.Module | None = None
 
     # ------------------------------------------------------------------ data
