@@ -9,13 +9,9 @@ time at the end; top-1 is in the epoch summaries and results.csv.
 """
 from __future__ import annotations
 
-import os
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from shapes_run import ROOT, run_timed
 
 COMMAND = [
     "train", str(ROOT / "cfg" / "mobilevit-xxs-cls.yaml"),
@@ -28,15 +24,7 @@ COMMAND = [
 
 
 def main() -> int:
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("ZOO_THREADS", "1")))
-    from zoo.cli import main as zoo_main
-
-    t0 = time.time()
-    rc = zoo_main(COMMAND + sys.argv[1:])
-    print(f"wall time: {(time.time() - t0) / 60:.1f} min (exit code {rc})")
-    return rc
+    return run_timed(COMMAND + sys.argv[1:], threads_from_env=True)
 
 
 if __name__ == "__main__":

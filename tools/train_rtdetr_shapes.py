@@ -13,35 +13,13 @@ steps say nothing about whether the detector learns.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 
-from zoo.cli import main
+from shapes_run import shapes_cli
 
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", default="cfg/rtdetr-shapes.yaml")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--imgsz", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--n-train", type=int, default=320)
-    p.add_argument("--n-val", type=int, default=60)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--project", default="runs/detect")
-    p.add_argument("--name", default="rtdetr-shapes")
-    args, extra = p.parse_known_args(argv)
-    command = ["train", args.cfg, "--data", f"shapes:n_train={args.n_train},n_val={args.n_val}",
-               "--imgsz", str(args.imgsz), "--epochs", str(args.epochs), "--batch", str(args.batch),
-               "--lr", str(args.lr), "--warmup-epochs", "0.5", "--clip-grad", "0.1", "--ema-decay", "0.999",
-               "--project", args.project, "--name", args.name, "--device", "cpu", *extra]
-    print("zoo " + " ".join(command), flush=True)
-    start = time.time()
-    code = main(command)
-    print(f"wall time {time.time() - start:.0f}s", flush=True)
-    return code
-
+DEFAULTS = {"cfg": "cfg/rtdetr-shapes.yaml", "epochs": 20, "imgsz": 128, "batch": 8, "n_train": 320, "n_val": 60,
+            "lr": 4e-4, "project": "runs/detect", "name": "rtdetr-shapes"}
+FIXED = ["--warmup-epochs", "0.5", "--clip-grad", "0.1", "--ema-decay", "0.999"]
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(shapes_cli(__doc__, DEFAULTS, FIXED))

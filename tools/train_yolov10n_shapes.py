@@ -11,11 +11,8 @@ Extra options are appended to the ``zoo train`` command line (later options win)
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from shapes_run import ROOT, run_timed
 
 COMMAND = [
     "train", str(ROOT / "cfg" / "yolov10n.yaml"),
@@ -28,16 +25,7 @@ COMMAND = [
 
 
 def main() -> int:
-    import torch
-
-    # On a small shared CPU one intra-op thread is much faster than two competing for cores.
-    torch.set_num_threads(int(__import__("os").environ.get("ZOO_THREADS", "1")))
-    from zoo.cli import main as zoo_main
-
-    t0 = time.time()
-    rc = zoo_main(COMMAND + sys.argv[1:])
-    print(f"wall time: {(time.time() - t0) / 60:.1f} min (exit code {rc})")
-    return rc
+    return run_timed(COMMAND + sys.argv[1:], threads_from_env=True)
 
 
 if __name__ == "__main__":
