@@ -7,27 +7,28 @@ import pytest
 import torch
 import torch.nn as nn
 
-import zoo.nn.common as common
+import zoo.nn.fast_cpu as fast_cpu
 from zoo import Model
-from zoo.nn.common import Conv, fast_conv, fast_conv_attr
+from zoo.nn.common import Conv
+from zoo.nn.fast_cpu import act_attr, conv_act, linear_act, usable
 
 from zoo_test_paths import CFG
 
 
 @pytest.fixture
 def plain_path():
-    """Run a block with the fused CPU conv path switched off, restoring the setting afterwards."""
-    saved = common.FAST_CPU_CONV
+    """Run a block with the fused CPU paths switched off, restoring the setting afterwards."""
+    saved = fast_cpu.ENABLED
 
     def run(fn):
-        common.FAST_CPU_CONV = False
+        fast_cpu.ENABLED = False
         try:
             return fn()
         finally:
-            common.FAST_CPU_CONV = saved
+            fast_cpu.ENABLED = saved
 
     yield run
-    common.FAST_CPU_CONV = saved
+    fast_cpu.ENABLED = saved
 
 
 def _rough_norms(model: nn.Module) -> None:
@@ -47,7 +48,7 @@ def test_fused_conv_matches_conv_then_act(act, k, s, g, plain_path):
     conv.fuse()
     x = torch.randn(2, 16, 19, 23)
     with torch.no_grad():
-        assert fast_conv_attr(x, conv.conv, conv.act) is not None
+        assert usable(x, conv.conv.weight)
         fast = conv(x)
         plain = plain_path(lambda: conv(x))
     assert fast.shape == plain.shape
@@ -59,11 +60,13 @@ def test_fast_path_stays_off_for_training_and_other_dtypes():
     conv.fuse()
     conv.conv.weight.requires_grad_(True)
     x = torch.randn(1, 4, 8, 8)
-    assert fast_conv_attr(x, conv.conv, conv.act) is None  # autograd needs the plain ops
+    assert not usable(x, conv.conv.weight)  # autograd needs the plain ops
     with torch.no_grad():
-        assert fast_conv_attr(x, conv.conv, conv.act) is not None
-        assert fast_conv_attr(x.double(), conv.conv, conv.act) is None
-        assert fast_conv_attr(x, conv.conv, nn.GELU()) is None
+        assert usable(x, conv.conv.weight)
+        assert not usable(x.double(), conv.conv.weight)
+        assert not usable(x, conv.conv.weight.double())
+    assert act_attr(nn.GELU()) == ("gelu", "none") and act_attr(nn.GELU(approximate="tanh")) == ("gelu", "tanh")
+    assert act_attr(nn.Hardswish()) is None  # no post-op for it: conv_act falls back to the plain ops
 
 
 def test_packed_weight_follows_weight_updates():
@@ -71,9 +74,9 @@ def test_packed_weight_follows_weight_updates():
     conv.fuse()
     x = torch.randn(1, 4, 10, 10)
     with torch.no_grad():
-        before = fast_conv(x, conv.conv, "swish")
+        before = conv_act(x, conv.conv, nn.SiLU())
         conv.conv.weight.mul_(2.0)  # in-place change: the packed copy must be rebuilt
-        after = fast_conv(x, conv.conv, "swish")
+        after = conv_act(x, conv.conv, nn.SiLU())
         expected = nn.functional.silu(conv.conv(x))
     assert not torch.allclose(before, after)
     assert torch.allclose(after, expected, atol=1e-5)
@@ -143,3 +146,51 @@ def test_fast_conv_accepts_weights_fused_under_inference_mode():
     with torch.no_grad():
         plain = model(x)[0]
     assert (fast - plain).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("act", [None, nn.GELU(), nn.GELU(approximate="tanh"), nn.ReLU(), nn.SiLU()])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_act_matches_linear_then_act(act, bias, plain_path):
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 40, bias=bias)
+    for shape in [(7, 24), (2, 5, 24), (2, 3, 4, 24)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            fast = linear_act(x, linear, act)
+            plain = plain_path(lambda: linear_act(x, linear, act))
+            expected = linear(x) if act is None else act(linear(x))
+        assert torch.equal(plain, expected)
+        assert fast.shape == plain.shape
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+    y = linear_act(torch.randn(3, 24, requires_grad=True), linear, act)
+    assert y.grad_fn is not None  # with autograd the plain ops run
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), None])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_conv_act_gelu_and_biasless(act, layout, plain_path):
+    torch.manual_seed(0)
+    for conv in (nn.Conv2d(8, 16, 3, 1, 1), nn.Conv2d(8, 16, 1, bias=False), nn.Conv2d(8, 8, 3, 2, 1, groups=8)):
+        x = torch.randn(2, 8, 13, 17).contiguous(memory_format=layout)
+        with torch.no_grad():
+            fast = conv_act(x, conv, act)
+            plain = plain_path(lambda: conv_act(x, conv, act))
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_mobile_sam_fast_paths_match_plain(plain_path):
+    """TinyViT encoder (conv+GELU, linear+GELU, 4-D attention bias) and the SAM head, fused, both layouts."""
+    torch.manual_seed(0)
+    model = Model(CFG / "sam-tinyvit.yaml").eval()
+    _rough_norms(model)
+    model.fuse()
+    x = torch.randn(1, 3, 128, 160)
+    box = torch.tensor([[[20.0, 30.0, 90.0, 100.0]]])
+    with torch.no_grad():
+        plain = plain_path(lambda: model(x, boxes=box))
+        fast = model(x, boxes=box)
+        model.to_channels_last()
+        last = model(x.contiguous(memory_format=torch.channels_last), boxes=box)
+    for got in (fast, last):
+        for a, b in zip(got, plain):
+            assert (a - b).abs().max() / b.abs().max().clamp(min=1e-6) < 1e-4

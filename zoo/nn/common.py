@@ -6,13 +6,11 @@ Ultralytics-style convolutions use BatchNorm with ``eps=1e-3, momentum=0.03`` (w
 """
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
 
+from zoo.nn.fast_cpu import conv_act
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, concat, custom, io
 
@@ -50,53 +48,6 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-# Fast path for fused (inference) convs on CPU: one oneDNN call does conv + bias + SiLU (no separate
-# pass over the output) with the weight pre-packed once into oneDNN's blocked layout (no weight
-# reorder per call). Used only without autograd, outside FLOP counting and tracing, on fp32 CPU
-# tensors; switch off with ``zoo.nn.common.FAST_CPU_CONV = False`` for the plain conv -> act path.
-FAST_CPU_CONV = True
-_MKLDNN = getattr(torch.ops, "mkldnn", None)
-_CONV_POINTWISE = getattr(_MKLDNN, "_convolution_pointwise", None)
-_REORDER_WEIGHT = getattr(_MKLDNN, "_reorder_convolution_weight", None)
-# conv module -> (weight identity, packed weight); weak keys so dropped modules free their copies,
-# and nothing is added to the modules (state dicts, deepcopy and pickling stay as they were)
-_PACKED: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[tuple, torch.Tensor]]" = weakref.WeakKeyDictionary()
-_ACT_ATTR = {nn.SiLU: "swish", nn.Identity: "none", nn.ReLU: "relu"}
-
-
-def fast_conv_attr(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module) -> str | None:
-    """oneDNN post-op name when ``act(conv(x))`` can run as one fused CPU call, else ``None``."""
-    attr = _ACT_ATTR.get(type(act))
-    if (attr is None or not FAST_CPU_CONV or _CONV_POINTWISE is None or x.device.type != "cpu"
-            or x.dtype != torch.float32 or conv.weight.dtype != torch.float32 or conv.bias is None
-            or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple) or x.dim() != 4):
-        return None
-    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
-        return None
-    # FLOP counting (a dispatch mode) and torch.compile should see plain convs
-    if _get_dispatch_mode() is not None or torch.compiler.is_compiling():
-        return None
-    return attr
-
-
-def fast_conv(x: torch.Tensor, conv: nn.Conv2d, attr: str) -> torch.Tensor:
-    """``act(conv(x))`` in one oneDNN call. ``(B, c1, H, W) -> (B, c2, H', W')``."""
-    weight = conv.weight
-    if _REORDER_WEIGHT is not None:
-        # inference tensors (made under torch.inference_mode, e.g. by fuse()) keep no version counter
-        version = -1 if weight.is_inference() else weight._version
-        key = (weight.data_ptr(), version, tuple(weight.shape), weight.stride())
-        cached = _PACKED.get(conv)
-        if cached is None or cached[0] != key:
-            packed = _REORDER_WEIGHT(weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation),
-                                     conv.groups, list(x.shape))
-            cached = (key, packed)
-            _PACKED[conv] = cached
-        weight = cached[1]
-    return _CONV_POINTWISE(x, weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                           conv.groups, attr, [], "")
-
-
 @register(wiring=io())
 class Conv(nn.Module):
     """Conv2d -> BatchNorm2d -> activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
@@ -113,11 +64,8 @@ class Conv(nn.Module):
         self.act = nn.SiLU() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:
-            attr = fast_conv_attr(x, self.conv, self.act)
-            if attr is not None:
-                return fast_conv(x, self.conv, attr)
-            return self.act(self.conv(x))
+        if self.bn is None:  # fused: conv + bias + act can be one oneDNN call
+            return conv_act(x, self.conv, self.act)
         return self.act(self.bn(self.conv(x)))
 
     def fuse(self) -> None:
@@ -181,6 +129,10 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4:
+            # channels are the innermost dim in memory: one fused layer_norm pass, output stays channels-last
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
@@ -215,6 +167,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
     """Softmax attention ``softmax(q k^T * scale + bias) v`` on ``(..., N, d)`` tensors.
 
     Uses ``F.scaled_dot_product_attention`` (fused kernels on CPU and CUDA); the FLOP counter in
-    :mod:`zoo.summary` counts it as its two matmuls.
+    :mod:`zoo.summary` counts it as its two matmuls. ``bias`` broadcasts against ``(..., Nq, Nk)``; it is
+    given leading singleton dims up to ``q``'s rank because PyTorch's fused CPU kernel only takes a mask
+    of the same rank (a lower-rank mask falls back to the unfused path, ~3x slower for TinyViT windows).
     """
+    if bias is not None and bias.dim() < q.dim():
+        bias = bias.view((1,) * (q.dim() - bias.dim()) + tuple(bias.shape))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from zoo.nn.common import LayerNorm2d
+from zoo.nn.fast_cpu import conv_act
 from zoo.nn.sam_mask_decoder import MaskDecoder
 from zoo.nn.sam_prompt_encoder import PromptEncoder
 from zoo.registry import register
@@ -57,7 +58,7 @@ class SamNeck(nn.Module):
         self.norm2 = LayerNorm2d(c2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm2(self.conv2(self.norm1(self.conv1(x))))
+        return self.norm2(conv_act(self.norm1(conv_act(x, self.conv1)), self.conv2))
 
 
 def group_prompts(batch: int, points: torch.Tensor | None, labels: torch.Tensor | None,

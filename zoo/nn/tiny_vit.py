@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.nn.common import attention, fuse_conv_bn
+from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, Wiring, custom, in_first, io
 
@@ -97,8 +98,15 @@ class Conv2d_BN(nn.Module):
         nn.init.constant_(self.bn.weight, bn_weight_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return x if self.bn is None else self.bn(x)
+        if self.bn is None:
+            return conv_act(x, self.conv)
+        return self.bn(self.conv(x))
+
+    def then(self, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``act(self(x))``; once fused, one oneDNN call on CPU (see :mod:`zoo.nn.fast_cpu`)."""
+        if self.bn is None:
+            return conv_act(x, self.conv, act)
+        return act(self.bn(self.conv(x)))
 
     def fuse(self) -> None:
         if self.bn is not None:
@@ -117,7 +125,7 @@ class PatchEmbed(nn.Module):
         self.conv2 = Conv2d_BN(c2 // 2, c2, 3, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act(self.conv1(x)))
+        return self.conv2(self.conv1.then(self.act, x))
 
 
 @register(wiring=io())
@@ -141,7 +149,7 @@ class MBConv(nn.Module):
         self.residual = c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv3(self.act2(self.conv2(self.act1(self.conv1(x)))))
+        y = self.conv3(self.conv2.then(self.act2, self.conv1.then(self.act1, x)))
         return self.act3(y + x if self.residual else y)
 
 
@@ -163,7 +171,7 @@ class PatchMerging(nn.Module):
         self.conv3 = Conv2d_BN(c2, c2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+        return self.conv3(self.conv2.then(self.act, self.conv1.then(self.act, x)))
 
 
 @register(wiring=_keep_width(repeats_at=1))
@@ -227,6 +235,7 @@ class TinyViTAttention(nn.Module):
         b, c, h, w = x.shape
         win = self.window
         pad_b, pad_r = (-h) % win, (-w) % win
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         if pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
@@ -236,17 +245,19 @@ class TinyViTAttention(nn.Module):
         t = x.reshape(b, nh, win, nw, win, c).transpose(2, 3).reshape(b * nh * nw, win * win, c)
         t = self.attend(t)
         x = t.reshape(b, nh, nw, win, win, c).transpose(2, 3).reshape(b, hp, wp, c)
-        return x[:, :h, :w].permute(0, 3, 1, 2).contiguous()
+        # (B, H, W, C) memory is already channels-last: keep it so for a channels-last model
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return x[:, :h, :w].permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
     def attend(self, t: torch.Tensor) -> torch.Tensor:
         """Attention within each window: ``(N, win*win, C) -> (N, win*win, C)``."""
         n, length, _ = t.shape
-        qkv = self.qkv(self.norm(t))
+        qkv = linear_act(self.norm(t), self.qkv)
         # the reference lays qkv out per head as [q_h, k_h, v_h]
         q, k, v = qkv.view(n, length, self.heads, 3 * self.head_dim).transpose(1, 2).chunk(3, dim=-1)
         bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, L, L)
         out = attention(q, k, v, bias=bias.to(q.dtype), scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(n, length, self.heads * self.head_dim))
+        return linear_act(out.transpose(1, 2).reshape(n, length, self.heads * self.head_dim), self.proj)
 
 
 class TinyViTMlp(nn.Module):
@@ -261,7 +272,7 @@ class TinyViTMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.permute(0, 2, 3, 1)
-        y = self.fc2(self.act(self.fc1(self.norm(y))))
+        y = linear_act(linear_act(self.norm(y), self.fc1, self.act), self.fc2)
         return y.permute(0, 3, 1, 2)
 
 

@@ -1,0 +1,97 @@
+"""Inference fast paths on CPU: a conv or linear layer and the activation after it in one oneDNN call.
+
+``act(conv(x))`` and ``act(linear(x))`` normally make two passes over the output (and, for convs, a
+weight reorder per call). oneDNN can apply the activation as a post-op of the GEMM/conv while the
+output is still in cache, and takes conv weights pre-packed into its blocked layout once. These are
+the ``torch.ops.mkldnn`` kernels that ``torch.compile``'s CPU backend emits for the same patterns.
+
+Used only where nothing needs them to be plain ops: no autograd, fp32 CPU tensors, outside FLOP
+counting (a dispatch mode) and ``torch.compile`` tracing. ``zoo.nn.fast_cpu.ENABLED = False`` switches
+them off (the plain ``act(layer(x))`` path, which the tests compare against).
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
+
+__all__ = ["ENABLED", "act_attr", "conv_act", "linear_act", "usable"]
+
+ENABLED = True
+_MKLDNN = getattr(torch.ops, "mkldnn", None)
+_CONV_POINTWISE = getattr(_MKLDNN, "_convolution_pointwise", None)
+_REORDER_CONV_WEIGHT = getattr(_MKLDNN, "_reorder_convolution_weight", None)
+_LINEAR_POINTWISE = getattr(_MKLDNN, "_linear_pointwise", None)
+_HAS_MKLDNN = torch.backends.mkldnn.is_available()
+
+# conv module -> (weight identity, packed weight); weak keys so dropped modules free their copies,
+# and nothing is added to the modules (state dicts, deepcopy and pickling stay as they were)
+_PACKED: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[tuple, torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def act_attr(act: nn.Module | None) -> tuple[str, str] | None:
+    """oneDNN post-op ``(name, algorithm)`` for an activation module, ``None`` if it has none."""
+    if act is None or isinstance(act, nn.Identity):
+        return "none", ""
+    if isinstance(act, nn.SiLU):
+        return "swish", ""
+    if isinstance(act, nn.ReLU):
+        return "relu", ""
+    if isinstance(act, nn.GELU):
+        return "gelu", act.approximate  # "none" (erf) or "tanh", oneDNN's names too
+    return None
+
+
+def usable(x: torch.Tensor, *weights: torch.Tensor) -> bool:
+    """Whether a fused oneDNN call may replace the plain ops for input ``x`` and these parameters."""
+    if not ENABLED or not _HAS_MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+        return False
+    if any(w.dtype != torch.float32 for w in weights):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+        return False
+    # FLOP counting (a dispatch mode) and torch.compile should see plain ops
+    return _get_dispatch_mode() is None and not torch.compiler.is_compiling()
+
+
+def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    weight = conv.weight
+    if _REORDER_CONV_WEIGHT is None:
+        return weight
+    # inference tensors (made under torch.inference_mode, e.g. by fuse()) keep no version counter
+    version = -1 if weight.is_inference() else weight._version
+    key = (weight.data_ptr(), version, tuple(weight.shape), weight.stride())
+    cached = _PACKED.get(conv)
+    if cached is None or cached[0] != key:
+        packed = _REORDER_CONV_WEIGHT(weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation),
+                                      conv.groups, list(x.shape))
+        cached = (key, packed)
+        _PACKED[conv] = cached
+    return cached[1]
+
+
+def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module | None = None) -> torch.Tensor:
+    """``act(conv(x))``, as one oneDNN call when allowed. ``(B, c1, H, W) -> (B, c2, H', W')``.
+
+    The fused call needs zero padding given as numbers (not ``"same"``).
+    """
+    attr = act_attr(act)
+    weights = (conv.weight,) if conv.bias is None else (conv.weight, conv.bias)
+    if (attr is None or _CONV_POINTWISE is None or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple)
+            or x.dim() != 4 or not usable(x, *weights)):
+        y = conv(x)
+        return y if act is None else act(y)
+    return _CONV_POINTWISE(x, _packed_conv_weight(x, conv), conv.bias, list(conv.padding), list(conv.stride),
+                           list(conv.dilation), conv.groups, attr[0], [], attr[1])
+
+
+def linear_act(x: torch.Tensor, linear: nn.Linear, act: nn.Module | None = None) -> torch.Tensor:
+    """``act(linear(x))``, as one oneDNN call when allowed. ``(..., in) -> (..., out)``."""
+    attr = act_attr(act)
+    weights = (linear.weight,) if linear.bias is None else (linear.weight, linear.bias)
+    if attr is None or _LINEAR_POINTWISE is None or x.dim() < 2 or not usable(x, *weights):
+        y = linear(x)
+        return y if act is None else act(y)
+    return _LINEAR_POINTWISE(x, linear.weight, linear.bias, attr[0], [], attr[1])
