@@ -187,7 +187,7 @@ class Model(nn.Module):
         Inputs given to :meth:`forward` are converted; outputs keep the values of the default layout."""
         self.memory_format = torch.channels_last if enabled else torch.contiguous_format
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 module.weight.data = module.weight.data.contiguous(memory_format=self.memory_format)
         return self
 

@@ -17,13 +17,14 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
 
-__all__ = ["ENABLED", "act_attr", "conv_act", "linear_act", "usable"]
+__all__ = ["ENABLED", "act_attr", "conv_act", "deconv_act", "linear_act", "usable"]
 
 ENABLED = True
 _MKLDNN = getattr(torch.ops, "mkldnn", None)
 _CONV_POINTWISE = getattr(_MKLDNN, "_convolution_pointwise", None)
 _REORDER_CONV_WEIGHT = getattr(_MKLDNN, "_reorder_convolution_weight", None)
 _LINEAR_POINTWISE = getattr(_MKLDNN, "_linear_pointwise", None)
+_DECONV_POINTWISE = getattr(_MKLDNN, "_convolution_transpose_pointwise", None)
 _HAS_MKLDNN = torch.backends.mkldnn.is_available()
 
 # conv module -> (weight identity, packed weight); weak keys so dropped modules free their copies,
@@ -85,6 +86,19 @@ def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module | None = None) -> 
         return y if act is None else act(y)
     return _CONV_POINTWISE(x, _packed_conv_weight(x, conv), conv.bias, list(conv.padding), list(conv.stride),
                            list(conv.dilation), conv.groups, attr[0], [], attr[1])
+
+
+def deconv_act(x: torch.Tensor, deconv: nn.ConvTranspose2d, act: nn.Module | None = None) -> torch.Tensor:
+    """``act(deconv(x))`` for a transposed conv, as one oneDNN call when allowed.
+    ``(B, c1, H, W) -> (B, c2, H', W')``; an explicit ``output_size`` is not supported here."""
+    attr = act_attr(act)
+    weights = (deconv.weight,) if deconv.bias is None else (deconv.weight, deconv.bias)
+    if (attr is None or _DECONV_POINTWISE is None or deconv.padding_mode != "zeros" or x.dim() != 4
+            or not usable(x, *weights)):
+        y = deconv(x)
+        return y if act is None else act(y)
+    return _DECONV_POINTWISE(x, deconv.weight, deconv.bias, list(deconv.padding), list(deconv.output_padding),
+                             list(deconv.stride), list(deconv.dilation), deconv.groups, attr[0], [], attr[1])
 
 
 def linear_act(x: torch.Tensor, linear: nn.Linear, act: nn.Module | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from zoo.nn.common import MLP, LayerNorm2d
+from zoo.nn.fast_cpu import deconv_act
 from zoo.nn.sam_transformer import TwoWayTransformer
 
 __all__ = ["MaskDecoder"]
@@ -71,15 +72,29 @@ class MaskDecoder(nn.Module):
 
         per_image = rows // image_embeddings.shape[0]
         src = image_embeddings.repeat_interleave(per_image, dim=0) if per_image > 1 else image_embeddings
-        src = src + dense
+        # summed in channels-last memory: the transformer reads it as (B, h*w, C) tokens without a copy
+        src = (src.permute(0, 2, 3, 1) + dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         b, c, h, w = src.shape
         hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # (B*N, C/8, 4h, 4w)
+        upscaled = self.upscale(src.transpose(1, 2).reshape(b, c, h, w))  # (B*N, C/8, 4h, 4w)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B*N, num_mask_tokens, C/8)
-        masks = (hyper_in @ upscaled.flatten(2)).view(b, -1, *upscaled.shape[-2:])
+        size = upscaled.shape[-2:]
+        if upscaled.is_contiguous(memory_format=torch.channels_last):
+            # (B, 4h*4w, C/8) is then a view: multiply there instead of copying the big map to NCHW
+            pixels = upscaled.permute(0, 2, 3, 1).reshape(b, -1, upscaled.shape[1])
+            masks = (pixels @ hyper_in.transpose(1, 2)).transpose(1, 2).reshape(b, -1, *size)
+        else:
+            masks = (hyper_in @ upscaled.flatten(2)).view(b, -1, *size)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def upscale(self, x: torch.Tensor) -> torch.Tensor:
+        """``output_upscaling`` (deconv, LayerNorm2d, act, deconv, act): ``(B, C, h, w) -> (B, C/8, 4h, 4w)``.
+        The image tokens arrive channels-last (a view of ``(B, h*w, C)``), which the deconvs and the
+        LayerNorm2d keep; the last deconv and its activation are one oneDNN call on CPU."""
+        up = self.output_upscaling
+        return deconv_act(up[2](up[1](up[0](x))), up[3], up[4])

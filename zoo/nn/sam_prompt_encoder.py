@@ -148,5 +148,9 @@ class PromptEncoder(nn.Module):
         else:
             # a copy, not a view of the parameter: views of parameters made under no_grad confuse
             # autograd-based tools (torch.utils.flop_counter's module tracker)
-            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w).contiguous()
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)  # a broadcast view
+            if not torch.is_grad_enabled():
+                # a view of a parameter made under no_grad requires grad yet has no grad_fn, which
+                # autograd-based module hooks (the FLOP counter's module tracker) reject
+                dense = dense.detach()
         return sparse, dense

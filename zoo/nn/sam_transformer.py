@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from zoo.nn.common import attention
+from zoo.nn.fast_cpu import linear_act
 
 __all__ = ["ProjectedAttention", "TokenMLP", "TwoWayAttentionBlock", "TwoWayTransformer"]
 
@@ -44,12 +45,12 @@ class ProjectedAttention(nn.Module):
         return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
+        q = self._split_heads(linear_act(q, self.q_proj))
+        k = self._split_heads(linear_act(k, self.k_proj))
+        v = self._split_heads(linear_act(v, self.v_proj))
         out = attention(q, k, v)  # (B, heads, Nq, D / heads), scale 1/sqrt(head dim)
         b, _, nq, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, nq, self.internal_dim))
+        return linear_act(out.transpose(1, 2).reshape(b, nq, self.internal_dim), self.out_proj)
 
 
 class TokenMLP(nn.Module):
@@ -62,7 +63,7 @@ class TokenMLP(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        return linear_act(linear_act(x, self.lin1, self.act), self.lin2)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -128,7 +129,8 @@ class TwoWayTransformer(nn.Module):
 
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                 point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        # (B, h*w, C), made contiguous once here rather than by every projection that reads it
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).expand(keys.shape[0], -1, -1)
         queries = point_embedding
         for layer in self.layers:
