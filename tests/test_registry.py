@@ -105,8 +105,9 @@ def test_entry_point_plugins_are_imported(monkeypatch, tmp_path):
             imported.append(EntryPointBlock)
 
     monkeypatch.setattr("zoo.registry.entry_points", lambda group: [FakeEntryPoint()])
+    load_entry_point_plugins(rescan=True)  # earlier builds in this process already scanned once
+    load_entry_point_plugins(rescan=True)  # a second scan must not import (and register) it again
     load_entry_point_plugins()
-    load_entry_point_plugins()  # a second call must not import (and register) it again
     assert len(imported) == 1
     assert MODULES.get("EntryPointBlock").source == "demo (entry point)"
 

@@ -264,6 +264,8 @@ def case_train_step(opts: argparse.Namespace) -> dict[str, Any]:
     ref = DetectionModel("yolov10n.yaml", verbose=False)
     zoo_model = Model(REPO / "cfg" / "yolov10n.yaml")
     copy_weights(ref, zoo_model)
+    if opts.channels_last:  # zoo train --channels-last
+        zoo_model.to_channels_last()
     ref.args = types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
     ref_loss = E2EDetectLoss(ref)
     zoo_loss = YOLOv10Loss(zoo_model.head)

@@ -152,8 +152,19 @@ def load_plugins(specs: list[str] | tuple[str, ...], base_dir: Path | None = Non
         _loaded_plugins.add(key)
 
 
-def load_entry_point_plugins(group: str = "zoo.modules") -> None:
-    """Import every installed package that declares an entry point in ``group``."""
+_scanned_groups: set[str] = set()
+
+
+def load_entry_point_plugins(group: str = "zoo.modules", rescan: bool = False) -> None:
+    """Import every installed package that declares an entry point in ``group``.
+
+    The installed distributions are scanned once per process and group (a scan reads every
+    package's metadata, ~10 ms, which would otherwise be paid by every model build); ``rescan=True``
+    looks again, e.g. after installing a plugin package into a running session.
+    """
+    if group in _scanned_groups and not rescan:
+        return
+    _scanned_groups.add(group)
     for ep in entry_points(group=group):
         key = f"entry-point:{ep.name}={ep.value}"
         if key in _loaded_plugins:

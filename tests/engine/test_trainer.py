@@ -113,3 +113,23 @@ def test_freeze_and_weights(tiny_detect_cfg: Path, tmp_path: Path) -> None:
     trainer.train()
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
     assert not any(p.requires_grad for n, p in trainer.model.named_parameters() if n.startswith("model.1."))
+
+
+def test_channels_last_training_matches_default_layout(tiny_detect_cfg: Path, tmp_path: Path) -> None:
+    common = ("--epochs", "1", "--no-plots", "--no-val", "--lr", "0.01")
+    plain = Trainer(_args(tiny_detect_cfg, tmp_path, *common, "--name", "plain")).train()
+    last = Trainer(_args(tiny_detect_cfg, tmp_path, *common, "--name", "nhwc", "--channels-last")).train()
+    a = torch.load(plain.save_dir / "weights" / "last.pt", weights_only=True)["model_state"]
+    b = torch.load(last.save_dir / "weights" / "last.pt", weights_only=True)["model_state"]
+    assert a.keys() == b.keys()
+    moved = 0
+    for name, tensor in a.items():
+        if tensor.dtype.is_floating_point:
+            assert torch.allclose(tensor, b[name], rtol=1e-3, atol=1e-5), name
+            moved += int(not torch.equal(tensor, b[name]))
+    assert moved > 0  # different conv kernels ran: the layouts agree to rounding, not bit for bit
+
+    from zoo import Model
+
+    model = Model.from_checkpoint(last.save_dir / "weights" / "last.pt")  # loads into the default layout
+    assert model.load(last.save_dir / "weights" / "last.pt", verbose=False).ok

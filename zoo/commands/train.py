@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ema-decay", type=float, default=0.9999)
     g.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
+    g.add_argument("--channels-last", action="store_true",
+                   help="train with channels-last (NHWC) weights and activations (faster conv kernels on CPU)")
     g.add_argument("--label-smoothing", type=float, default=0.1, help="classification")
     g.add_argument("--box", type=float, default=7.5, help="YOLO box (CIoU) loss gain")
     g.add_argument("--cls", type=float, default=0.5, help="YOLO classification loss gain")

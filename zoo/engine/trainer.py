@@ -103,6 +103,8 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain_args(args), sort_keys=False))
         self.model.to(self.device)
+        if getattr(args, "channels_last", False):  # before the optimizer and EMA see the parameters
+            self.model.to_channels_last()
         self.train_set = self.task.build_dataset("train", self.imgsz, augment=True)
         per_rank_batch = max(1, int(args.batch) // info.world)
         self.train_loader = build_dataloader(

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.nn.common import attention, fuse_conv_bn
+from zoo.nn.fast_cpu import conv_act
 from zoo.nn.tiny_vit import heads_for
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, io
@@ -62,8 +63,9 @@ class ConvBNAct(nn.Module):
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return self.act(x if self.bn is None else self.bn(x))
+        if self.bn is None:  # fused: conv, bias and act in one call on CPU
+            return conv_act(x, self.conv, self.act)
+        return self.act(self.bn(self.conv(x)))
 
     def fuse(self) -> None:
         if self.bn is not None:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.nn.common import ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, Conv, DWConv, fuse_conv_bn
+from zoo.nn.fast_cpu import conv_act
 from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, in_first, io, io_mid
@@ -116,8 +117,8 @@ class RepConv(nn.Module):
         self.bn = nn.BatchNorm2d(c1, eps=ULTRA_BN_EPS, momentum=ULTRA_BN_MOMENTUM) if identity else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv is not None:
-            return self.act(self.conv(x))
+        if self.conv is not None:  # fused: conv, bias and act in one call on CPU
+            return conv_act(x, self.conv, self.act)
         y = self.conv1(x) + self.conv2(x)
         if self.bn is not None:
             y = y + self.bn(x)

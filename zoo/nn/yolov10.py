@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.nn.common import Conv, attention, fuse_conv_bn
+from zoo.nn.fast_cpu import conv_act
 from zoo.registry import register
 from zoo.wiring import io, multi_input
 
@@ -111,8 +112,8 @@ class RepVGGDW(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv1 is None:
-            return self.act(self.conv(x))
+        if self.conv1 is None:  # fused: one 7x7 depthwise conv, its bias and SiLU in one call
+            return conv_act(x, self.conv.conv, self.act) if self.conv.bn is None else self.act(self.conv(x))
         return self.act(self.conv(x) + self.conv1(x))
 
     @torch.no_grad()
