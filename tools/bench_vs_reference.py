@@ -312,11 +312,12 @@ def case_train_step(opts: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- zoo fast paths
 def apply_fast_paths(model: Any, opts: argparse.Namespace) -> Any:
-    """Opt-in levers on the zoo side only (channels-last, torch.compile). The fused conv+SiLU
-    oneDNN call is zoo's default for fused models (``zoo.nn.common.FAST_CPU_CONV``)."""
-    import zoo.nn.common
+    """Opt-in levers on the zoo side only (channels-last, torch.compile). The fused oneDNN
+    conv/linear + activation calls are zoo's default for inference on CPU (``zoo.nn.fast_cpu``;
+    ``--plain`` switches them off)."""
+    import zoo.nn.fast_cpu
 
-    zoo.nn.common.FAST_CPU_CONV = not opts.plain
+    zoo.nn.fast_cpu.ENABLED = not opts.plain
     import torch
 
     if opts.channels_last:
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imgsz", type=int, default=640, help="detector input size")
     p.add_argument("--channels-last", action="store_true", help="zoo side: channels-last memory format")
     p.add_argument("--compile", action="store_true", help="zoo side: torch.compile")
-    p.add_argument("--plain", action="store_true", help="zoo side: no fused conv+SiLU fast path")
+    p.add_argument("--plain", action="store_true", help="zoo side: no fused oneDNN conv/linear+act calls")
     p.add_argument("--bf16", action="store_true", help="zoo side: bf16 autocast on CPU")
     args = p.parse_args(argv)
     if not args.in_reference_env:
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(runners)
     if unknown:
         p.error(f"unknown case(s) {sorted(unknown)}; choose from {CASES}")
-    flags = [f for f, on in (("channels-last", args.channels_last), ("compile", args.compile), ("bf16", args.bf16)) if on]
+    flags = [f for f, on in (("channels-last", args.channels_last), ("compile", args.compile), ("bf16", args.bf16),
+                             ("plain: fused oneDNN calls off", args.plain)) if on]
     print(f"machine: {machine()}")
     print(f"zoo fast paths: {', '.join(flags) or 'none'}; median of {args.runs} interleaved runs after {args.warmup} warm-up")
     print("| model | zoo ms | reference ms | ratio | max abs output diff |")

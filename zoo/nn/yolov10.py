@@ -112,8 +112,8 @@ class RepVGGDW(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv1 is None:  # fused: one 7x7 depthwise conv, its bias and SiLU in one call
-            return conv_act(x, self.conv.conv, self.act) if self.conv.bn is None else self.act(self.conv(x))
+        if self.conv1 is None:  # fused into one plain 7x7 depthwise nn.Conv2d: conv, bias and SiLU in one call
+            return conv_act(x, self.conv, self.act)
         return self.act(self.conv(x) + self.conv1(x))
 
     @torch.no_grad()
