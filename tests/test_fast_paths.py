@@ -194,3 +194,34 @@ def test_mobile_sam_fast_paths_match_plain(plain_path):
     for got in (fast, last):
         for a, b in zip(got, plain):
             assert (a - b).abs().max() / b.abs().max().clamp(min=1e-6) < 1e-4
+
+
+def test_stem_pool_shortcut_matches_max_pool():
+    from zoo.nn.rtdetr import max_pool_2x2_stride1
+
+    pool = nn.MaxPool2d(2, stride=1, padding=0, ceil_mode=True)
+    for x in (torch.randn(2, 3, 7, 9), torch.randn(1, 8, 12, 10).contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(max_pool_2x2_stride1(x), pool(x))
+
+
+def test_rtdetr_transformer_fast_paths_match_plain(plain_path):
+    """AIFI and a deformable decoder layer with oneDNN linears vs plain ops, on random inputs (the
+    whole model is not compared end to end: its top-k query selection can swap near-tied queries)."""
+    from zoo.nn.rtdetr import AIFI
+    from zoo.nn.rtdetr_decoder import DeformableDecoderLayer
+
+    torch.manual_seed(0)
+    aifi = AIFI(64, 128, 4).eval()
+    layer = DeformableDecoderLayer(64, 4, 128, n_levels=2, n_points=3).eval()
+    nn.init.normal_(layer.cross_attn.sampling_offsets.weight, std=0.05)  # points off the initial ring
+    nn.init.normal_(layer.cross_attn.attention_weights.weight, std=0.05)
+    x = torch.randn(1, 64, 6, 5)
+    shapes = [(8, 8), (4, 4)]
+    embed, ref, feats = torch.randn(2, 10, 64), torch.rand(2, 10, 4), torch.randn(2, 80, 64)
+    pos = torch.randn(2, 10, 64)
+    with torch.no_grad():
+        pairs = [(aifi(x), plain_path(lambda: aifi(x))),
+                 (layer(embed, ref, feats, shapes, None, pos), plain_path(lambda: layer(embed, ref, feats, shapes, None, pos)))]
+    for fast, plain in pairs:
+        assert fast.shape == plain.shape
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-4)

@@ -133,7 +133,11 @@ class Model(nn.Module):
                 self._bind_strides(next_row, strides)
 
         was_training = self.training
+        threads = torch.get_num_threads()
         self.eval()
+        # the trial image is tiny: intra-op threads cost more in fork/join than they give (~10% of the
+        # build on 2 threads); torch's setting is process-wide, so it is restored right after
+        torch.set_num_threads(1)
         try:
             self._bind_strides(0, strides)
             self.run_rows(torch.zeros(1, self.ch, size, size), hook=after_row)
@@ -148,6 +152,7 @@ class Model(nn.Module):
                 file=self.source, row=rec.index, section=rec.section,
             ) from None
         finally:
+            torch.set_num_threads(threads)
             self.train(was_training)
         head_strides = [s for s in self._input_strides(len(self.records) - 1, strides) if isinstance(s, (int, float))]
         return torch.tensor(head_strides or [1.0])

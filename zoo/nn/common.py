@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.fast_cpu import conv_act
+from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, concat, custom, io
 
@@ -156,9 +156,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < last:
-                x = self.act(x)
+            x = linear_act(x, layer, self.act if i < last else None)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

@@ -15,9 +15,10 @@ import weakref
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
 
-__all__ = ["ENABLED", "act_attr", "conv_act", "deconv_act", "linear_act", "usable"]
+__all__ = ["ENABLED", "act_attr", "conv_act", "deconv_act", "linear", "linear_act", "usable"]
 
 ENABLED = True
 _MKLDNN = getattr(torch.ops, "mkldnn", None)
@@ -101,11 +102,17 @@ def deconv_act(x: torch.Tensor, deconv: nn.ConvTranspose2d, act: nn.Module | Non
                              list(deconv.stride), list(deconv.dilation), deconv.groups, attr[0], [], attr[1])
 
 
-def linear_act(x: torch.Tensor, linear: nn.Linear, act: nn.Module | None = None) -> torch.Tensor:
-    """``act(linear(x))``, as one oneDNN call when allowed. ``(..., in) -> (..., out)``."""
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           act: nn.Module | None = None) -> torch.Tensor:
+    """``act(F.linear(x, weight, bias))``, as one oneDNN call when allowed. ``(..., in) -> (..., out)``."""
     attr = act_attr(act)
-    weights = (linear.weight,) if linear.bias is None else (linear.weight, linear.bias)
+    weights = (weight,) if bias is None else (weight, bias)
     if attr is None or _LINEAR_POINTWISE is None or x.dim() < 2 or not usable(x, *weights):
-        y = linear(x)
+        y = F.linear(x, weight, bias)
         return y if act is None else act(y)
-    return _LINEAR_POINTWISE(x, linear.weight, linear.bias, attr[0], [], attr[1])
+    return _LINEAR_POINTWISE(x, weight, bias, attr[0], [], attr[1])
+
+
+def linear_act(x: torch.Tensor, layer: nn.Linear, act: nn.Module | None = None) -> torch.Tensor:
+    """``act(layer(x))`` for an ``nn.Linear``, as one oneDNN call when allowed (see :func:`linear`)."""
+    return linear(x, layer.weight, layer.bias, act)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.nn.common import ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, Conv, DWConv, fuse_conv_bn
-from zoo.nn.fast_cpu import conv_act
+from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, in_first, io, io_mid
@@ -25,6 +25,15 @@ __all__ = [
     "HGStem", "HGBlock", "LightConv", "RepConv", "RepC3", "MultiheadAttention", "AIFI",
     "sincos_position_embedding_2d", "ResNetBlock", "ResNetLayer", "RTDETRDecoder",
 ]
+
+
+def max_pool_2x2_stride1(x: torch.Tensor) -> torch.Tensor:
+    """``nn.MaxPool2d(2, stride=1)`` as three element-wise maxima of shifted views:
+    ``(B, C, H, W) -> (B, C, H-1, W-1)``, same values, ~3x faster than the pooling kernel on a
+    channels-last CPU map. Used without autograd (the pooling op routes tied gradients differently)."""
+    top = torch.maximum(x[..., :-1, :-1], x[..., :-1, 1:])
+    bottom = torch.maximum(x[..., 1:, :-1], x[..., 1:, 1:])
+    return torch.maximum(top, bottom)
 
 
 @register(wiring=io_mid())
@@ -49,7 +58,8 @@ class HGStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(self.stem1(x), [0, 1, 0, 1])
         branch = self.stem2b(F.pad(self.stem2a(x), [0, 1, 0, 1]))
-        x = torch.cat([self.pool(x), branch], dim=1)
+        pooled = self.pool(x) if torch.is_grad_enabled() else max_pool_2x2_stride1(x)
+        x = torch.cat([pooled, branch], dim=1)
         return self.stem4(self.stem3(x))
 
 
@@ -209,7 +219,7 @@ class AIFI(nn.Module):
         self.normalize_before = normalize_before
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(linear_act(self.drop(linear_act(x, self.fc1, self.act)), self.fc2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

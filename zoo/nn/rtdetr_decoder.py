@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, attention
+from zoo.nn.fast_cpu import linear, linear_act
 from zoo.nn.rtdetr_denoising import denoising_queries, inverse_sigmoid
 from zoo.registry import register
 from zoo.wiring import multi_input
@@ -55,7 +56,7 @@ class MultiheadAttention(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         wq, wk, wv = self.in_proj_weight.chunk(3)
         bq, bk, bv = self.in_proj_bias.chunk(3)
-        q, k, v = (self._heads(F.linear(t, w, b)) for t, w, b in ((q, wq, bq), (k, wk, bk), (v, wv, bv)))
+        q, k, v = (self._heads(linear(t, w, b)) for t, w, b in ((q, wq, bq), (k, wk, bk), (v, wv, bv)))
         bias = None
         if mask is not None:
             bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(mask, float("-inf"))
@@ -64,7 +65,7 @@ class MultiheadAttention(nn.Module):
         else:
             out = attention(q, k, v, bias)
         b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+        return linear_act(out.transpose(1, 2).reshape(b, n, -1), self.out_proj)
 
 
 def deformable_sample(value: torch.Tensor, shapes: list[tuple[int, int]], locations: torch.Tensor,
@@ -129,12 +130,12 @@ class MSDeformAttn(nn.Module):
         tokens = sum(h * w for h, w in shapes)
         if tokens != value.shape[1]:
             raise ValueError(f"value has {value.shape[1]} tokens but level shapes {shapes} need {tokens}")
-        value = self.value_proj(value)
+        value = linear_act(value, self.value_proj)
         if value_mask is not None:
             value = value.masked_fill(value_mask[..., None], 0.0)
         value = value.view(b, value.shape[1], self.n_heads, self.d_model // self.n_heads)
-        offsets = self.sampling_offsets(query).view(b, q, self.n_heads, self.n_levels, self.n_points, 2)
-        weights = self.attention_weights(query).view(b, q, self.n_heads, self.n_levels * self.n_points)
+        offsets = linear_act(query, self.sampling_offsets).view(b, q, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = linear_act(query, self.attention_weights).view(b, q, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(b, q, self.n_heads, self.n_levels, self.n_points)
         if ref.shape[-1] == 2:  # reference points: offsets are in pixels of each level
             size_xy = torch.as_tensor(shapes, dtype=query.dtype, device=query.device).flip(-1)
@@ -143,7 +144,7 @@ class MSDeformAttn(nn.Module):
             locations = ref[:, :, None, :, None, :2] + offsets / self.n_points * ref[:, :, None, :, None, 2:] * 0.5
         else:
             raise ValueError(f"reference must end in 2 (points) or 4 (boxes), got {tuple(ref.shape)}")
-        return self.output_proj(deformable_sample(value, shapes, locations, weights))
+        return linear_act(deformable_sample(value, shapes, locations, weights), self.output_proj)
 
 
 class DeformableDecoderLayer(nn.Module):
@@ -171,7 +172,7 @@ class DeformableDecoderLayer(nn.Module):
         embed = self.norm1(embed + self.drop(self.self_attn(qk, qk, embed, attn_mask)))
         q = embed if query_pos is None else embed + query_pos
         embed = self.norm2(embed + self.drop(self.cross_attn(q, ref.unsqueeze(2), feats, shapes)))
-        ffn = self.linear2(self.drop(self.act(self.linear1(embed))))
+        ffn = linear_act(self.drop(linear_act(embed, self.linear1, self.act)), self.linear2)
         return self.norm3(embed + self.drop(ffn))
 
 
