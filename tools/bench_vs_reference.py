@@ -317,12 +317,16 @@ def apply_fast_paths(model: Any, opts: argparse.Namespace) -> Any:
     ``--plain`` switches them off)."""
     import zoo.nn.fast_cpu
 
-    zoo.nn.fast_cpu.ENABLED = not opts.plain
+    # under bf16 autocast the plain ops must run (the fused oneDNN calls would stay fp32)
+    zoo.nn.fast_cpu.ENABLED = not (opts.plain or opts.bf16)
     import torch
 
     if opts.channels_last:
         model.to_channels_last()
     if opts.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # weights are constants: lets inductor pre-pack them for oneDNN
         model = torch.compile(model)
     return model
 
