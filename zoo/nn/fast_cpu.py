@@ -48,14 +48,18 @@ def act_attr(act: nn.Module | None) -> tuple[str, str] | None:
 
 def usable(x: torch.Tensor, *weights: torch.Tensor) -> bool:
     """Whether a fused oneDNN call may replace the plain ops for input ``x`` and these parameters."""
+    # checked first: under torch.compile this is a constant True and nothing after it is traced
+    # (dynamo cannot trace the dispatch-mode query and would break the graph at every layer)
+    if torch.compiler.is_compiling():
+        return False
     if not ENABLED or not _HAS_MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
         return False
     if any(w.dtype != torch.float32 for w in weights):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
         return False
-    # FLOP counting (a dispatch mode) and torch.compile should see plain ops
-    return _get_dispatch_mode() is None and not torch.compiler.is_compiling()
+    # FLOP counting (a dispatch mode) should see plain ops
+    return _get_dispatch_mode() is None
 
 
 def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -81,8 +85,8 @@ def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module | None = None) -> 
     """
     attr = act_attr(act)
     weights = (conv.weight,) if conv.bias is None else (conv.weight, conv.bias)
-    if (attr is None or _CONV_POINTWISE is None or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple)
-            or x.dim() != 4 or not usable(x, *weights)):
+    if (not usable(x, *weights) or attr is None or _CONV_POINTWISE is None or conv.padding_mode != "zeros"
+            or not isinstance(conv.padding, tuple) or x.dim() != 4):
         y = conv(x)
         return y if act is None else act(y)
     return _CONV_POINTWISE(x, _packed_conv_weight(x, conv), conv.bias, list(conv.padding), list(conv.stride),
@@ -94,8 +98,8 @@ def deconv_act(x: torch.Tensor, deconv: nn.ConvTranspose2d, act: nn.Module | Non
     ``(B, c1, H, W) -> (B, c2, H', W')``; an explicit ``output_size`` is not supported here."""
     attr = act_attr(act)
     weights = (deconv.weight,) if deconv.bias is None else (deconv.weight, deconv.bias)
-    if (attr is None or _DECONV_POINTWISE is None or deconv.padding_mode != "zeros" or x.dim() != 4
-            or not usable(x, *weights)):
+    if (not usable(x, *weights) or attr is None or _DECONV_POINTWISE is None or deconv.padding_mode != "zeros"
+            or x.dim() != 4):
         y = deconv(x)
         return y if act is None else act(y)
     return _DECONV_POINTWISE(x, deconv.weight, deconv.bias, list(deconv.padding), list(deconv.output_padding),
@@ -107,7 +111,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``act(F.linear(x, weight, bias))``, as one oneDNN call when allowed. ``(..., in) -> (..., out)``."""
     attr = act_attr(act)
     weights = (weight,) if bias is None else (weight, bias)
-    if attr is None or _LINEAR_POINTWISE is None or x.dim() < 2 or not usable(x, *weights):
+    if not usable(x, *weights) or attr is None or _LINEAR_POINTWISE is None or x.dim() < 2:
         y = F.linear(x, weight, bias)
         return y if act is None else act(y)
     return _LINEAR_POINTWISE(x, weight, bias, attr[0], [], attr[1])
