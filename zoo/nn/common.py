@@ -129,7 +129,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4:
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
             # channels are the innermost dim in memory: one fused layer_norm pass, output stays channels-last
             y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
