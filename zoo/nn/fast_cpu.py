@@ -46,14 +46,16 @@ def act_attr(act: nn.Module | None) -> tuple[str, str] | None:
     return None
 
 
-def usable(x: torch.Tensor, *weights: torch.Tensor) -> bool:
-    """Whether a fused oneDNN call may replace the plain ops for input ``x`` and these parameters."""
+def usable(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether a fused oneDNN call may replace the plain ops for input ``x`` and these parameters
+    (``None`` entries, e.g. a missing bias, are ignored)."""
     # checked first: under torch.compile this is a constant True and nothing after it is traced
     # (dynamo cannot trace the dispatch-mode query and would break the graph at every layer)
     if torch.compiler.is_compiling():
         return False
     if not ENABLED or not _HAS_MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
         return False
+    weights = [w for w in params if w is not None]
     if any(w.dtype != torch.float32 for w in weights):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
@@ -78,17 +80,20 @@ def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return cached[1]
 
 
+def _then(act: nn.Module | None, y: torch.Tensor) -> torch.Tensor:
+    """The plain path's activation step."""
+    return y if act is None else act(y)
+
+
 def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module | None = None) -> torch.Tensor:
     """``act(conv(x))``, as one oneDNN call when allowed. ``(B, c1, H, W) -> (B, c2, H', W')``.
 
     The fused call needs zero padding given as numbers (not ``"same"``).
     """
     attr = act_attr(act)
-    weights = (conv.weight,) if conv.bias is None else (conv.weight, conv.bias)
-    if (not usable(x, *weights) or attr is None or _CONV_POINTWISE is None or conv.padding_mode != "zeros"
-            or not isinstance(conv.padding, tuple) or x.dim() != 4):
-        y = conv(x)
-        return y if act is None else act(y)
+    if (not usable(x, conv.weight, conv.bias) or attr is None or _CONV_POINTWISE is None
+            or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple) or x.dim() != 4):
+        return _then(act, conv(x))
     return _CONV_POINTWISE(x, _packed_conv_weight(x, conv), conv.bias, list(conv.padding), list(conv.stride),
                            list(conv.dilation), conv.groups, attr[0], [], attr[1])
 
@@ -97,11 +102,9 @@ def deconv_act(x: torch.Tensor, deconv: nn.ConvTranspose2d, act: nn.Module | Non
     """``act(deconv(x))`` for a transposed conv, as one oneDNN call when allowed.
     ``(B, c1, H, W) -> (B, c2, H', W')``; an explicit ``output_size`` is not supported here."""
     attr = act_attr(act)
-    weights = (deconv.weight,) if deconv.bias is None else (deconv.weight, deconv.bias)
-    if (not usable(x, *weights) or attr is None or _DECONV_POINTWISE is None or deconv.padding_mode != "zeros"
-            or x.dim() != 4):
-        y = deconv(x)
-        return y if act is None else act(y)
+    if (not usable(x, deconv.weight, deconv.bias) or attr is None or _DECONV_POINTWISE is None
+            or deconv.padding_mode != "zeros" or x.dim() != 4):
+        return _then(act, deconv(x))
     return _DECONV_POINTWISE(x, deconv.weight, deconv.bias, list(deconv.padding), list(deconv.output_padding),
                              list(deconv.stride), list(deconv.dilation), deconv.groups, attr[0], [], attr[1])
 
@@ -110,10 +113,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            act: nn.Module | None = None) -> torch.Tensor:
     """``act(F.linear(x, weight, bias))``, as one oneDNN call when allowed. ``(..., in) -> (..., out)``."""
     attr = act_attr(act)
-    weights = (weight,) if bias is None else (weight, bias)
-    if not usable(x, *weights) or attr is None or _LINEAR_POINTWISE is None or x.dim() < 2:
-        y = F.linear(x, weight, bias)
-        return y if act is None else act(y)
+    if not usable(x, weight, bias) or attr is None or _LINEAR_POINTWISE is None or x.dim() < 2:
+        return _then(act, F.linear(x, weight, bias))
     return _LINEAR_POINTWISE(x, weight, bias, attr[0], [], attr[1])
 
 

@@ -52,6 +52,8 @@ def _prompt_mix(text: str) -> torch.Tensor:
     if weights.numel() != len(PROMPT_TYPES) or (weights < 0).any() or weights.sum() <= 0:
         raise ConfigError(f"--sam-prompt-mix takes {len(PROMPT_TYPES)} non-negative weights for box,point,points; got {text!r}")
     return weights
+
+
 VAL_MAX_INSTANCES = 8  # per image, to bound validation time
 
 
