@@ -6,6 +6,8 @@ builder's :class:`~zoo.builder.RowRecord` list; nothing is attached to the row m
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -21,6 +23,38 @@ __all__ = ["Model"]
 DRY_RUN_SIZE = 64  # small enough to keep builds fast; stride-32 maps are still 2x2
 
 RowHook = Callable[[int, RowRecord, Any, Any], None]
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Hold off Python's cyclic garbage collector while a model is built.
+
+    A build allocates thousands of small containers (each ``nn.Module`` brings eight dicts) and none
+    of them is garbage, yet every few hundred allocations the collector walks them, and now and then
+    the whole heap (torch alone is ~170k objects): 3-10 ms of a ~70 ms yolov10n build. Reference
+    counting still frees everything as usual; only cycle detection waits until the build is done.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _set_training(root: nn.Module, mode: bool) -> None:
+    """``root.train(mode)`` without the recursive method calls (~1 ms each way on yolov10n's ~470
+    modules, paid twice by every build's trial run). A module that overrides ``train`` gets its own
+    method called, which then handles its subtree."""
+    stack = [root]
+    while stack:
+        module = stack.pop()
+        if type(module).train is not nn.Module.train:
+            module.train(mode)
+            continue
+        module.training = mode
+        stack.extend(m for m in module._modules.values() if m is not None)
 
 
 class Model(nn.Module):
@@ -39,6 +73,12 @@ class Model(nn.Module):
                  ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = ()) -> None:
         super().__init__()
         spec = resolve_spec(cfg, scale=scale, nc=nc)
+        with _gc_paused():
+            self._build(spec, ch, plugins)
+        if verbose:
+            self.info()
+
+    def _build(self, spec: Any, ch: int, plugins: tuple[str, ...]) -> None:
         graph = parse_model(spec, ch=ch, plugins=tuple(plugins))
         self.model = nn.Sequential(*graph.modules)
         self.records: tuple[RowRecord, ...] = tuple(graph.records)
@@ -54,8 +94,6 @@ class Model(nn.Module):
         self._keywords = {k for r in self.records for k in r.keywords}
         self.memory_format = torch.contiguous_format
         self.stride = self._dry_run(int(spec.cfg.get("imgsz", DRY_RUN_SIZE)))
-        if verbose:
-            self.info()
 
     # ------------------------------------------------------------------ graph
     @property
@@ -134,7 +172,7 @@ class Model(nn.Module):
 
         was_training = self.training
         threads = torch.get_num_threads()
-        self.eval()
+        _set_training(self, False)
         # the trial image is tiny: intra-op threads cost more in fork/join than they give (~10% of the
         # build on 2 threads); torch's setting is process-wide, so it is restored right after
         torch.set_num_threads(1)
@@ -153,7 +191,7 @@ class Model(nn.Module):
             ) from None
         finally:
             torch.set_num_threads(threads)
-            self.train(was_training)
+            _set_training(self, was_training)
         head_strides = [s for s in self._input_strides(len(self.records) - 1, strides) if isinstance(s, (int, float))]
         return torch.tensor(head_strides or [1.0])
 
