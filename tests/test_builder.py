@@ -124,3 +124,49 @@ def test_dict_and_path_configs_build_the_same_model():
     data = yaml.safe_load((CFG / "yolov10n.yaml").read_text())
     a, b = Model(CFG / "yolov10n.yaml"), Model(data, scale="n")
     assert a.state_dict().keys() == b.state_dict().keys()
+
+
+# ----------------------------------------------------------------------------- declared strides
+def _no_trial_run(monkeypatch):
+    def refuse(self, size):
+        raise AssertionError("the trial run was not needed: every row declares its spatial rule")
+
+    monkeypatch.setattr(Model, "_dry_run", refuse)
+
+
+@pytest.mark.parametrize("name", ["yolov10n.yaml", "yolov10s.yaml", "rtdetr-l.yaml", "rtdetr-shapes.yaml"])
+def test_declared_strides_build_the_same_model_as_the_trial_run(name, monkeypatch):
+    torch.manual_seed(0)
+    tried = Model(CFG / name, trial_run=True)
+    _no_trial_run(monkeypatch)
+    torch.manual_seed(0)
+    declared = Model(CFG / name)
+    assert declared.stride.tolist() == tried.stride.tolist() == [8.0, 16.0, 32.0]
+    # the heads got the same strides (v10Detect's prior biases depend on them)
+    for (key, a), b in zip(declared.state_dict().items(), tried.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_graph_strides_follow_each_row():
+    from zoo.builder import parse_model
+
+    strides = parse_model(resolve_spec(CFG / "yolov10n.yaml")).strides
+    assert strides == [2, 4, 4, 8, 8, 16, 16, 32, 32, 32, 32, 16, 16, 16, 8, 8, 8, 16, 16, 16, 32, 32, 32, None]
+
+
+def test_rows_without_a_spatial_rule_get_the_trial_run(monkeypatch):
+    calls = []
+    original = Model._dry_run
+
+    def spy(self, size):
+        calls.append(size)
+        return original(self, size)
+
+    monkeypatch.setattr(Model, "_dry_run", spy)
+    # nn.Upsample to a fixed size: its output stride depends on the input image, so it is not declared
+    cfg = {"backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "nn.Upsample", [[5, 5], None, "nearest"]]]}
+    Model(cfg)
+    cfg = {"backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "nn.Upsample", [None, 2, "nearest"]]]}
+    Model(cfg)
+    Model({"backbone": [[-1, 1, "TwoLevelStem", []], [-1, 1, "Index", [1]]]})
+    assert calls == [64, 64]  # the fixed-size upsample and the undeclared TwoLevelStem

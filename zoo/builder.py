@@ -44,6 +44,21 @@ class Graph:
     modules: list[nn.Module]
     records: list[RowRecord]
     save: frozenset[int]  # rows whose outputs later rows read
+    # each row's output stride (float; None for a non-map output), when every row declares its
+    # wiring's spatial rule; None when some row does not, and a trial run has to find them
+    strides: list[Any] | None = None
+
+
+def _row_stride(entry: Entry, args: list, in_strides: list[Any], copies: int) -> Any:
+    """The row's output stride from its wiring's spatial rule, applied once per stacked copy.
+    Raises LookupError when the rule is missing or cannot tell for these args."""
+    spatial = entry.wiring.spatial
+    if spatial is None:
+        raise LookupError(f"{entry.name} declares no spatial rule")
+    stride = spatial(args, in_strides)
+    for _ in range(copies - 1):
+        stride = spatial(args, [stride])
+    return stride
 
 
 def _is_int(x: Any) -> bool:
@@ -122,6 +137,7 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
     modules: list[nn.Module] = []
     records: list[RowRecord] = []
     save: set[int] = set()
+    strides: list[Any] | None = []
 
     for i, (section, _, row) in enumerate(spec.rows()):
         try:
@@ -152,6 +168,15 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
                 raise ConfigError(
                     f"{name}{tuple(wired.args)} failed: {type(exc).__name__}: {exc}; signature {_signature(entry)}"
                 ) from None
+            if strides is not None:
+                in_strides = [1.0 if (s == -1 and i == 0) else strides[s] for s in sources]
+                try:
+                    strides.append(_row_stride(entry, wired.args, in_strides, wired.repeats))
+                except LookupError:
+                    strides = None
+                except ValueError as exc:
+                    rows = [i - 1 if s == -1 else s % i for s in sources]
+                    raise ConfigError(f"{name} (input rows {rows}): {exc}") from None
         except ConfigError as exc:
             raise exc.at(file=spec.source, row=i, section=section) from None
 
@@ -166,4 +191,4 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
         rec_source = tuple(source) if isinstance(source, list) else source
         records.append(RowRecord(i, rec_source, n, name, tuple(wired.args), out, params, section, _forward_keywords(module)))
         modules.append(module)
-    return Graph(modules, records, frozenset(save))
+    return Graph(modules, records, frozenset(save), strides)

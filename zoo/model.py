@@ -67,18 +67,22 @@ class Model(nn.Module):
         ch: input image channels.
         verbose: print the per-row summary after building.
         plugins: extra plugin files / modules to import before building.
+        trial_run: run every row once on a small image at build time even when every row's wiring
+            declares its spatial rule (the run is needed, and made, whenever one does not: it is how
+            the heads learn their input strides then).
     """
 
     def __init__(self, cfg: str | Path | Mapping[str, Any], scale: str | None = None, nc: int | None = None,
-                 ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = ()) -> None:
+                 ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = (),
+                 trial_run: bool = False) -> None:
         super().__init__()
         spec = resolve_spec(cfg, scale=scale, nc=nc)
         with _gc_paused():
-            self._build(spec, ch, plugins)
+            self._build(spec, ch, plugins, trial_run)
         if verbose:
             self.info()
 
-    def _build(self, spec: Any, ch: int, plugins: tuple[str, ...]) -> None:
+    def _build(self, spec: Any, ch: int, plugins: tuple[str, ...], trial_run: bool) -> None:
         graph = parse_model(spec, ch=ch, plugins=tuple(plugins))
         self.model = nn.Sequential(*graph.modules)
         self.records: tuple[RowRecord, ...] = tuple(graph.records)
@@ -93,7 +97,10 @@ class Model(nn.Module):
         self.names = self._class_names()
         self._keywords = {k for r in self.records for k in r.keywords}
         self.memory_format = torch.contiguous_format
-        self.stride = self._dry_run(int(spec.cfg.get("imgsz", DRY_RUN_SIZE)))
+        if graph.strides is None or trial_run:
+            self.stride = self._dry_run(int(spec.cfg.get("imgsz", DRY_RUN_SIZE)))
+        else:  # every row declared where its output sits: the heads get their strides directly
+            self.stride = self._apply_strides(dict(enumerate(graph.strides)))
 
     # ------------------------------------------------------------------ graph
     @property
@@ -192,6 +199,14 @@ class Model(nn.Module):
         finally:
             torch.set_num_threads(threads)
             _set_training(self, was_training)
+        return self._head_strides(strides)
+
+    def _apply_strides(self, strides: Mapping[int, Any]) -> torch.Tensor:
+        for i in range(len(self.records)):
+            self._bind_strides(i, strides)
+        return self._head_strides(strides)
+
+    def _head_strides(self, strides: Mapping[int, Any]) -> torch.Tensor:
         head_strides = [s for s in self._input_strides(len(self.records) - 1, strides) if isinstance(s, (int, float))]
         return torch.tensor(head_strides or [1.0])
 

@@ -7,6 +7,11 @@ wiring passes its own function to :func:`custom`.
 A wiring function receives a :class:`RowContext` and returns :class:`Wired`. ``Wired.out_channels``
 may be ``None``: the builder then reads ``module.out_channels`` (an ``int`` or, for a module that
 returns a list of feature maps, a ``list[int]``) and falls back to the input channels.
+
+A wiring may also say where the row's output sits spatially (its ``spatial`` rule: the output's
+stride relative to the input image, from the final args and the input rows' strides). When every
+row of a model declares one, the builder knows the strides the heads need without running the
+model; otherwise :class:`~zoo.model.Model` finds them with a trial forward pass.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 Channels = Any  # int, or list of Channels for multi-input rows / multi-output sources
+Stride = Any  # float for a feature map, None for an output that is not one (a head's)
+Spatial = Callable[[list, list[Stride]], Stride]  # (final args, input strides) -> output stride
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
@@ -64,12 +71,64 @@ class Wiring:
 
     fn: Callable[[RowContext], Wired]
     describe: str
+    spatial: Spatial | None = None  # None: unknown, the model finds out with a trial run
 
     def __call__(self, ctx: RowContext) -> Wired:
         return self.fn(ctx)
 
 
-def io(repeats_at: int | None = None, scale: bool = True) -> Wiring:
+def _single_stride(strides: list[Stride]) -> float:
+    if len(strides) != 1 or not isinstance(strides[0], (int, float)):
+        raise ValueError(f"expects one feature-map input, got inputs at strides {strides}")
+    return float(strides[0])
+
+
+def same_size() -> Spatial:
+    """Output at the input's resolution (blocks with padded stride-1 convs)."""
+    return lambda args, strides: _single_stride(strides)
+
+
+def stride_arg(index: int, default: int = 1) -> Spatial:
+    """Output stride = input stride x ``args[index]`` (``default`` when the arg is not given)."""
+
+    def spatial(args: list, strides: list[Stride]) -> float:
+        step = args[index] if len(args) > index else default
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise ValueError(f"stride arg {index} must be a positive integer, got {step!r}")
+        return _single_stride(strides) * step
+
+    return spatial
+
+
+def fixed_stride(factor: int) -> Spatial:
+    """Output stride = input stride x ``factor`` (stems with a built-in downsampling)."""
+    return lambda args, strides: _single_stride(strides) * factor
+
+
+def not_a_map() -> Spatial:
+    """The output is not a feature map (detection / segmentation heads)."""
+    return lambda args, strides: None
+
+
+def _equal_strides(args: list, strides: list[Stride]) -> float:
+    if args and args[0] not in (1, -3):  # channels of an NCHW map; other dims change the map's size
+        raise LookupError("a concat along a spatial dim has no single output stride")
+    if not strides or any(not isinstance(s, (int, float)) for s in strides) or len(set(strides)) != 1:
+        raise ValueError(
+            f"concatenates maps of different resolutions (strides {strides}); "
+            "point 'from' at rows with the same stride or resample one of them first"
+        )
+    return float(strides[0])
+
+
+def _upsampled(args: list, strides: list[Stride]) -> float:
+    size, factor = (list(args) + [None, None])[:2]
+    if size is not None or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+        raise LookupError("only a scale factor (no fixed size) has a known output stride")
+    return _single_stride(strides) / factor
+
+
+def io(repeats_at: int | None = None, scale: bool = True, spatial: Spatial | None = None) -> Wiring:
     """``args[0]`` is the output channel count (width-scaled); the input channels are prepended.
 
     With ``repeats_at`` the row's repeat count is inserted at that index of the final args and the
@@ -89,10 +148,10 @@ def io(repeats_at: int | None = None, scale: bool = True) -> Wiring:
         return Wired(args, repeats, c2)
 
     rep = f", repeats -> arg {repeats_at}" if repeats_at is not None else ""
-    return Wiring(wire, f"(c1, c2{'*width' if scale else ''}, ...){rep}")
+    return Wiring(wire, f"(c1, c2{'*width' if scale else ''}, ...){rep}", spatial)
 
 
-def io_mid(repeats_at: int | None = None) -> Wiring:
+def io_mid(repeats_at: int | None = None, spatial: Spatial | None = None) -> Wiring:
     """``args[0]`` is a hidden width and ``args[1]`` the output channels, neither scaled (HGNet)."""
 
     def wire(ctx: RowContext) -> Wired:
@@ -106,10 +165,10 @@ def io_mid(repeats_at: int | None = None) -> Wiring:
             repeats = 1
         return Wired(args, repeats, ctx.args[1])
 
-    return Wiring(wire, "(c1, cm, c2, ...)")
+    return Wiring(wire, "(c1, cm, c2, ...)", spatial)
 
 
-def in_first() -> Wiring:
+def in_first(spatial: Spatial | None = None) -> Wiring:
     """Input channels prepended; output channels from ``module.out_channels``, else the input's
     (norms, AIFI, whole backbones that return a list of maps)."""
 
@@ -117,16 +176,16 @@ def in_first() -> Wiring:
         c1 = ctx.single_input()
         return Wired([c1, *ctx.args], ctx.repeats, None)
 
-    return Wiring(wire, "(c1, ...)")
+    return Wiring(wire, "(c1, ...)", spatial)
 
 
-def passthrough() -> Wiring:
+def passthrough(spatial: Spatial | None = None) -> Wiring:
     """Args as written; output channels from ``module.out_channels`` or else the input's."""
 
     def wire(ctx: RowContext) -> Wired:
         return Wired(list(ctx.args), ctx.repeats, None)
 
-    return Wiring(wire, "(...) as written")
+    return Wiring(wire, "(...) as written", spatial)
 
 
 def concat() -> Wiring:
@@ -135,10 +194,10 @@ def concat() -> Wiring:
             raise ValueError(f"concatenates single-output rows; got channels {ctx.c_in}")
         return Wired(list(ctx.args), ctx.repeats, sum(ctx.c_in))
 
-    return Wiring(wire, "(dim) -> sum of input channels")
+    return Wiring(wire, "(dim) -> sum of input channels", _equal_strides)
 
 
-def multi_input(insert_at: int | None = None) -> Wiring:
+def multi_input(insert_at: int | None = None, spatial: Spatial | None = None) -> Wiring:
     """Heads: the list of input channels is appended to the args, or inserted at ``insert_at``."""
 
     def wire(ctx: RowContext) -> Wired:
@@ -151,16 +210,18 @@ def multi_input(insert_at: int | None = None) -> Wiring:
         return Wired(args, ctx.repeats, None)
 
     where = "appended" if insert_at is None else f"inserted at {insert_at}"
-    return Wiring(wire, f"(...) with input channel list {where}")
+    return Wiring(wire, f"(...) with input channel list {where}", spatial)
 
 
-def custom(fn: Callable[[RowContext], Wired], describe: str) -> Wiring:
-    return Wiring(fn, describe)
+def custom(fn: Callable[[RowContext], Wired], describe: str, spatial: Spatial | None = None) -> Wiring:
+    return Wiring(fn, describe, spatial)
 
 
 # torch.nn classes used in YAMLs, resolved without registration (see Registry.get).
 TORCH_WIRINGS: dict[str, Wiring] = {
-    "BatchNorm2d": Wiring(lambda ctx: Wired([ctx.single_input()], ctx.repeats, ctx.single_input()), "(c1)"),
+    "BatchNorm2d": Wiring(lambda ctx: Wired([ctx.single_input()], ctx.repeats, ctx.single_input()), "(c1)",
+                          same_size()),
+    "Upsample": passthrough(_upsampled),
     "ConvTranspose2d": io(),
     "Conv2d": io(scale=False),
     "LayerNorm": in_first(),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, concat, custom, io
+from zoo.wiring import RowContext, Wired, concat, custom, io, stride_arg
 
 __all__ = [
     "autopad", "fuse_conv_bn", "Conv", "DWConv", "Concat", "Index", "LayerNorm2d", "MLP", "attention",
@@ -48,7 +48,7 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(3)))
 class Conv(nn.Module):
     """Conv2d -> BatchNorm2d -> activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
 
@@ -74,7 +74,7 @@ class Conv(nn.Module):
             self.bn = None
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(3)))
 class DWConv(Conv):
     """Depthwise(-ish) Conv: groups = gcd(c1, c2)."""
 

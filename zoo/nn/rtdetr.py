@@ -19,7 +19,7 @@ from zoo.nn.common import ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, Conv, DWConv, fuse_co
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom, in_first, io, io_mid
+from zoo.wiring import RowContext, Wired, custom, fixed_stride, in_first, io, io_mid, same_size, stride_arg
 
 __all__ = [
     "HGStem", "HGBlock", "LightConv", "RepConv", "RepC3", "MultiheadAttention", "AIFI",
@@ -36,7 +36,7 @@ def max_pool_2x2_stride1(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(top, bottom)
 
 
-@register(wiring=io_mid())
+@register(wiring=io_mid(spatial=fixed_stride(4)))
 class HGStem(nn.Module):
     """PP-HGNetV2 stem: two stride-2 stages with a max-pool / conv split in between.
 
@@ -63,7 +63,7 @@ class HGStem(nn.Module):
         return self.stem4(self.stem3(x))
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=same_size()))
 class LightConv(nn.Module):
     """1x1 conv without activation followed by a depthwise ``k x k`` conv. ``(B, c1, H, W) -> (B, c2, H, W)``."""
 
@@ -76,7 +76,7 @@ class LightConv(nn.Module):
         return self.conv2(self.conv1(x))
 
 
-@register(wiring=io_mid(repeats_at=4))
+@register(wiring=io_mid(repeats_at=4, spatial=same_size()))
 class HGBlock(nn.Module):
     """PP-HGNet block: ``n`` chained convs whose outputs are all concatenated, squeezed and excited.
 
@@ -102,7 +102,7 @@ class HGBlock(nn.Module):
         return y + x if self.add else y
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(3)))
 class RepConv(nn.Module):
     """RepVGG-style conv: 3x3 + 1x1 (+ identity BN) branches in training, one 3x3 conv after :meth:`fuse`.
 
@@ -161,7 +161,7 @@ class RepConv(nn.Module):
         del self.conv1, self.conv2, self.bn
 
 
-@register(wiring=io(repeats_at=2))
+@register(wiring=io(repeats_at=2, spatial=same_size()))
 class RepC3(nn.Module):
     """CSP block of RepConvs used in RT-DETR's CCFF neck. ``(B, c1, H, W) -> (B, c2, H, W)``."""
 
@@ -197,7 +197,7 @@ def sincos_position_embedding_2d(h: int, w: int, dim: int, temperature: float = 
     return emb[None].to(dtype)
 
 
-@register(wiring=in_first())
+@register(wiring=in_first(spatial=same_size()))
 class AIFI(nn.Module):
     """Attention-based intra-scale feature interaction: one post-norm transformer encoder layer over
     the tokens of a single (usually the stride-32) map, with a 2-D sin-cos position embedding built

@@ -20,7 +20,7 @@ from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, attention
 from zoo.nn.fast_cpu import linear, linear_act
 from zoo.nn.rtdetr_denoising import denoising_queries, inverse_sigmoid
 from zoo.registry import register
-from zoo.wiring import multi_input
+from zoo.wiring import multi_input, not_a_map
 
 __all__ = [
     "MultiheadAttention", "MSDeformAttn", "DeformableDecoderLayer", "DeformableDecoder", "RTDETRDecoder",
@@ -237,7 +237,7 @@ def generate_anchors(shapes: list[tuple[int, int]], grid_size: float = 0.05, eps
     return anchors, valid
 
 
-@register(wiring=multi_input(insert_at=1))
+@register(wiring=multi_input(insert_at=1, spatial=not_a_map()))
 class RTDETRDecoder(nn.Module):
     """RT-DETR head: projects each input level to ``hd`` channels, scores every cell as a candidate
     (encoder head), keeps the top ``nq`` as queries with their boxes as references, and refines them

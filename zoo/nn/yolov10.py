@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from zoo.nn.common import Conv, attention, fuse_conv_bn
 from zoo.nn.fast_cpu import conv_act
 from zoo.registry import register
-from zoo.wiring import io, multi_input
+from zoo.wiring import io, multi_input, not_a_map, same_size, stride_arg
 
 __all__ = [
     "Bottleneck", "C2f", "SPPF", "SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "DFL", "v10Detect",
@@ -40,7 +40,7 @@ class Bottleneck(nn.Module):
         return x + y if self.add else y
 
 
-@register(wiring=io(repeats_at=2))
+@register(wiring=io(repeats_at=2, spatial=same_size()))
 class C2f(nn.Module):
     """CSP block with ``n`` bottlenecks whose every output is concatenated (YOLOv8).
 
@@ -64,7 +64,7 @@ class C2f(nn.Module):
         return self.cv2(torch.cat(y, 1))
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=same_size()))
 class SPPF(nn.Module):
     """Spatial pyramid pooling, fast: ``n`` chained max-pools concatenated. ``(B,c1,H,W)->(B,c2,H,W)``.
 
@@ -88,7 +88,7 @@ class SPPF(nn.Module):
         return x + out if self.add else out
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(3, default=2)))
 class SCDown(nn.Module):
     """Spatial-channel decoupled downsampling: 1x1 channel conv, then a strided depthwise conv."""
 
@@ -152,7 +152,7 @@ class CIB(nn.Module):
         return x + y if self.add else y
 
 
-@register(wiring=io(repeats_at=2))
+@register(wiring=io(repeats_at=2, spatial=same_size()))
 class C2fCIB(C2f):
     """C2f with CIB blocks in place of bottlenecks. Args ``(c1, c2, n, shortcut, lk, g, e)``."""
 
@@ -196,7 +196,7 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=same_size()))
 class PSA(nn.Module):
     """Partial self-attention: attention + FFN on half the channels. ``(B, c1, H, W) -> same``.
 
@@ -298,7 +298,7 @@ def _cls_branch(c_in: int, hidden: int, nc: int) -> nn.Sequential:
     )
 
 
-@register(wiring=multi_input())
+@register(wiring=multi_input(spatial=not_a_map()))
 class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
     """YOLOv10 head with one-to-many (``cv2``/``cv3``) and one-to-one (``one2one_*``) branches.
 
