@@ -225,3 +225,27 @@ def test_rtdetr_transformer_fast_paths_match_plain(plain_path):
     for fast, plain in pairs:
         assert fast.shape == plain.shape
         assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_rtdetr_head_fuse_and_encoder_scores_match_plain(plain_path):
+    """The head's input projections with BatchNorm folded in, and its candidate scoring through the
+    oneDNN linears, against the unfused head on the plain path (before any top-k selection)."""
+    torch.manual_seed(0)
+    model = Model(CFG / "rtdetr-l.yaml", nc=4).eval()
+    _rough_norms(model)
+    head, inputs = model.head, model.records[-1].inputs
+    x = torch.rand(1, 3, 128, 128)
+
+    def encoder_side():
+        _, kept = model.run_rows(x, keep=inputs)
+        feats, shapes = head._encoder_input([kept[i] for i in inputs])
+        _, valid = head._anchors_for(shapes, feats)
+        return (feats, *head.encoder_scores(feats, valid))
+
+    with torch.no_grad():
+        plain = plain_path(encoder_side)
+        model.fuse()
+        assert all(len(proj) == 1 for proj in head.input_proj)
+        fused = encoder_side()
+    for a, b in zip(plain, fused):
+        assert (a - b).abs().max() / a.abs().max() < 1e-5

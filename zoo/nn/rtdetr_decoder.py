@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, attention
-from zoo.nn.fast_cpu import linear, linear_act
+from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, attention, fuse_conv_bn
+from zoo.nn.fast_cpu import conv_act, linear, linear_act
 from zoo.nn.rtdetr_denoising import denoising_queries, inverse_sigmoid
 from zoo.registry import register
 from zoo.wiring import multi_input, not_a_map
@@ -279,7 +279,7 @@ class RTDETRDecoder(nn.Module):
         self.num_queries, self.num_decoder_layers = nq, ndl
         self.num_denoising, self.label_noise_ratio, self.box_noise_scale = nd, label_noise_ratio, box_noise_scale
         self.max_det = 300
-        self.strides: list[float] = [8.0 * 2 ** i for i in range(self.nl)]  # set by the builder's dry run
+        self.strides: list[float] = [8.0 * 2 ** i for i in range(self.nl)]  # set by the builder
 
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, hd, 1, bias=False),
@@ -323,6 +323,13 @@ class RTDETRDecoder(nn.Module):
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight)
 
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold each input projection's BatchNorm into its 1x1 conv (inference; idempotent)."""
+        for i, proj in enumerate(self.input_proj):
+            if len(proj) == 2:
+                self.input_proj[i] = nn.Sequential(fuse_conv_bn(proj[0], proj[1]))
+
     def set_strides(self, strides: list[float]) -> None:
         """Strides of the input maps (the builder calls this); used to express boxes in pixels."""
         if len(strides) != self.nl:
@@ -342,18 +349,26 @@ class RTDETRDecoder(nn.Module):
             raise ValueError(f"RTDETRDecoder expects {self.nl} feature maps, got {len(x)}")
         tokens, shapes = [], []
         for proj, feat in zip(self.input_proj, x):
-            y = proj(feat)
+            y = conv_act(feat, proj[0]) if len(proj) == 1 else proj(feat)
             shapes.append((int(y.shape[2]), int(y.shape[3])))
             tokens.append(y.flatten(2).transpose(1, 2))
         return torch.cat(tokens, 1), shapes
+
+    def encoder_scores(self, feats: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every cell as a candidate query: ``feats (B, L, hd)``, ``valid (1, L, 1)`` -> memory
+        ``(B, L, hd)`` (invalid border cells zeroed first) and class logits ``(B, L, nc)``."""
+        # the Sequential's Linear and LayerNorm one by one: nn.Linear on a 3-D input is a plain addmm,
+        # the oneDNN call is ~2x faster on CPU here (8400 x 256 x 256 at 640)
+        project, norm = self.enc_output
+        memory = norm(linear_act(valid * feats, project))
+        return memory, linear_act(memory, self.enc_score_head)
 
     def _decoder_input(self, feats: torch.Tensor, shapes: list[tuple[int, int]], dn_embed: torch.Tensor | None,
                        dn_bbox: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k query selection: ``(embed, ref_logits, enc_bboxes, enc_scores)``."""
         b = feats.shape[0]
         anchors, valid = self._anchors_for(shapes, feats)
-        memory = self.enc_output(valid * feats)  # (B, L, hd); invalid border cells are zeroed first
-        scores = self.enc_score_head(memory)  # (B, L, nc)
+        memory, scores = self.encoder_scores(feats, valid)
         k = min(self.num_queries, memory.shape[1])
         top = torch.topk(scores.max(-1).values, k, dim=1).indices  # (B, k)
         gather = top.unsqueeze(-1)
