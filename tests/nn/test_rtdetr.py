@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.nn as nn
 
 from zoo.builder import parse_model
@@ -208,6 +209,40 @@ def test_deformable_sampling_reads_pixel_centres() -> None:
     loc = torch.tensor([(x + 0.5) / w, (y + 0.5) / h]).view(1, 1, 1, 1, 1, 2).expand(1, 1, heads, 1, 1, 2)
     out = deformable_sample(value, [(h, w)], loc, torch.ones(1, 1, heads, 1, 1))
     assert torch.allclose(out.view(heads, d), value[0, y * w + x], atol=1e-6)
+
+
+def _grid_sample_reference(value, shapes, locations, weights):
+    """Deformable sampling the way Deformable DETR writes it: one F.grid_sample per level, then the
+    attention-weighted sum over levels x points."""
+    b, _, heads, d = value.shape
+    q, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
+    per_level = value.split([h * w for h, w in shapes], dim=1)
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        v = per_level[lvl].permute(0, 2, 3, 1).reshape(b * heads, d, h, w)
+        g = (locations[:, :, :, lvl] * 2 - 1).transpose(1, 2).reshape(b * heads, q, points, 2)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*heads, d, Q, levels*points)
+    w = weights.transpose(1, 2).reshape(b * heads, 1, q, levels * points)
+    return (stacked * w).sum(-1).view(b, heads * d, q).transpose(1, 2)
+
+
+@pytest.mark.parametrize("batch,shapes", [(1, [(20, 20), (10, 10), (5, 5)]), (2, [(7, 9), (4, 5)])])
+def test_deformable_sample_matches_grid_sample_values_and_gradients(batch, shapes) -> None:
+    torch.manual_seed(0)
+    tokens, levels = sum(h * w for h, w in shapes), len(shapes)
+    value = torch.randn(batch, tokens, 4, 8, requires_grad=True)
+    # some points off the map on every side: zero padding must match too
+    locations = (torch.rand(batch, 11, 4, levels, 3, 2) * 1.4 - 0.2).requires_grad_()
+    weights = torch.rand(batch, 11, 4, levels, 3, requires_grad=True)
+    upstream = torch.randn(batch, 11, 32)
+    results = []
+    for fn in (_grid_sample_reference, deformable_sample):
+        out = fn(value, shapes, locations, weights)
+        grads = torch.autograd.grad((out * upstream).sum(), (value, locations, weights))
+        results.append((out, *grads))
+    for ref, got in zip(*results):
+        assert (ref - got).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
 
 
 def test_repconv_fuse_with_identity_branch() -> None:
