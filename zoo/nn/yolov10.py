@@ -238,6 +238,12 @@ class DFL(nn.Module):
         probs = x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)
         return self.conv(probs).view(b, 4, a)
 
+    def expectation(self, x: torch.Tensor) -> torch.Tensor:
+        """The same integral with the bins innermost: ``(..., 4*c1) -> (..., 4)`` (the softmax then
+        runs over contiguous memory, and no transposed copy is made)."""
+        bins = self.conv.weight.view(self.c1).to(x.dtype)
+        return x.unflatten(-1, (4, self.c1)).softmax(-1) @ bins
+
 
 def make_anchors(feats: Sequence[torch.Tensor], strides: Sequence[float] | torch.Tensor,
                  offset: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,13 +371,18 @@ class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
         return self.decode(one2one), raw
 
     def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        """Per-level raw maps -> ``(B, 4 + nc, A)``: xywh pixels then class probabilities."""
-        b = levels[0].shape[0]
-        flat = torch.cat([lvl.view(b, self.no, -1) for lvl in levels], 2)
-        box, cls = flat.split((4 * self.reg_max, self.nc), 1)
+        """Per-level raw maps -> ``(B, 4 + nc, A)``: xywh pixels then class probabilities.
+
+        Worked out anchor-major and returned as a transposed view of a contiguous ``(B, A, 4 + nc)``
+        (what the top-k step reads): channels-last maps flatten to ``(B, H*W, no)`` without a copy and
+        the DFL softmax runs over contiguous bins.
+        """
+        flat = torch.cat([lvl.flatten(2).transpose(1, 2) for lvl in levels], 1)  # (B, A, no)
+        box, cls = flat.split((4 * self.reg_max, self.nc), -1)
         anchors, strides = self._anchors(levels)
-        xywh = dist2bbox(self.dfl(box), anchors.T.unsqueeze(0), xywh=True, dim=1) * strides.T
-        return torch.cat((xywh, cls.sigmoid()), 1)
+        dist = self.dfl.expectation(box) if isinstance(self.dfl, DFL) else box
+        xywh = dist2bbox(dist, anchors, xywh=True, dim=-1) * strides
+        return torch.cat((xywh, cls.sigmoid()), -1).transpose(1, 2)
 
     def _anchors(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         key = (tuple(lvl.shape[-2:] for lvl in levels), levels[0].device, levels[0].dtype)
