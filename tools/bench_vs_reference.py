@@ -12,7 +12,8 @@ into the zoo model, both get the same input, and the outputs are compared (max a
 anything is timed. Timing: CPU, ``--threads`` threads (2), batch 1, fp32 unless a row says otherwise;
 ``--warmup`` untimed calls, then ``--runs`` timed calls per side, *interleaved* (zoo, reference,
 reference, zoo, ...) so that load from other processes on a shared machine hits both sides alike;
-the table reports medians. ratio = zoo ms / reference ms.
+the table reports medians. ratio = zoo ms / reference ms; the quartiles of the per-round ratios
+show how much it moves within the run.
 """
 from __future__ import annotations
 
@@ -41,8 +42,11 @@ def _relaunch(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 # ----------------------------------------------------------------------------- timing
-def interleaved(zoo_fn: Callable[[], Any], ref_fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float, float]:
-    """Median ms of each side over ``runs`` calls, alternating which side goes first each round."""
+def interleaved(zoo_fn: Callable[[], Any], ref_fn: Callable[[], Any], runs: int,
+                warmup: int) -> tuple[float, float, tuple[float, float]]:
+    """Median ms of each side over ``runs`` calls, alternating which side goes first each round,
+    plus the quartiles of the per-round ratios (zoo / reference of the same round): how much the
+    ratio itself moves while the machine's speed drifts."""
     for _ in range(warmup):
         zoo_fn()
         ref_fn()
@@ -53,7 +57,9 @@ def interleaved(zoo_fn: Callable[[], Any], ref_fn: Callable[[], Any], runs: int,
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times["zoo"]), statistics.median(times["ref"])
+    ratios = [z / r for z, r in zip(times["zoo"], times["ref"])]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return statistics.median(times["zoo"]), statistics.median(times["ref"]), (q1, q3)
 
 
 def max_abs(a: Any, b: Any) -> float:
@@ -123,9 +129,9 @@ def case_yolov10n(opts: argparse.Namespace, deploy: bool = True) -> dict[str, An
     zoo_raw = torch.cat([lvl.flatten(2) for lvl in run_zoo()[1]["one2one"]], 2)
     ref_raw = run_ref()[1]["one2one"]
     diff = max_abs(zoo_raw, torch.cat((ref_raw["boxes"], ref_raw["scores"]), 1))
-    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
     name = f"yolov10n {opts.imgsz} " + ("deploy vs fused" if deploy else "fuse only (both heads) vs fused")
-    return dict(model=name, zoo=zoo_ms, ref=ref_ms, diff=diff)
+    return dict(model=name, zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff)
 
 
 def case_rtdetr(opts: argparse.Namespace) -> dict[str, Any]:
@@ -155,8 +161,8 @@ def case_rtdetr(opts: argparse.Namespace) -> dict[str, Any]:
             return torch.cat((dec_bboxes[-1], dec_scores[-1].sigmoid()), -1)
 
     diff = max_abs(run_zoo(), run_ref())
-    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
-    return dict(model=f"rtdetr-l {opts.imgsz} fused", zoo=zoo_ms, ref=ref_ms, diff=diff)
+    zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    return dict(model=f"rtdetr-l {opts.imgsz} fused", zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff)
 
 
 def _mobile_sam(opts: argparse.Namespace) -> tuple[Any, Any]:
@@ -224,8 +230,8 @@ def case_sam(opts: argparse.Namespace, part: str) -> dict[str, Any]:
 
         name = "MobileSAM prompt enc + mask dec, 1 box"
     diff = max_abs(run_zoo(), run_ref())
-    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
-    return dict(model=name, zoo=zoo_ms, ref=ref_ms, diff=diff)
+    zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    return dict(model=name, zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff)
 
 
 def case_build(opts: argparse.Namespace) -> dict[str, Any]:
@@ -242,8 +248,8 @@ def case_build(opts: argparse.Namespace) -> dict[str, Any]:
     def run_ref() -> None:
         params["ref"] = sum(p.numel() for p in DetectionModel("yolov10n.yaml", verbose=False).parameters())
 
-    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, 1)
-    return dict(model="yolov10n build (parse + init)", zoo=zoo_ms, ref=ref_ms,
+    zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, 1)
+    return dict(model="yolov10n build (parse + init)", zoo=zoo_ms, ref=ref_ms, spread=spread,
                 diff=float(abs(params["zoo"] - params["ref"])), diff_note="param count diff")
 
 
@@ -305,8 +311,9 @@ def case_train_step(opts: argparse.Namespace) -> dict[str, Any]:
     run_zoo()
     run_ref()
     diff = abs(losses["zoo"] - losses["ref"])
-    zoo_ms, ref_ms = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
-    return dict(model=f"yolov10n train step {s} b{b} (fwd+loss+bwd+SGD)", zoo=zoo_ms, ref=ref_ms, diff=diff,
+    zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    return dict(model=f"yolov10n train step {s} b{b} (fwd+loss+bwd+SGD)", zoo=zoo_ms, ref=ref_ms, spread=spread,
+                diff=diff,
                 diff_note=f"loss diff (zoo {losses['zoo']:.4f}, ref/batch {losses['ref']:.4f})")
 
 
@@ -396,17 +403,18 @@ def main(argv: list[str] | None = None) -> int:
                              ("plain: fused oneDNN calls off", args.plain)) if on]
     print(f"machine: {machine()}")
     print(f"zoo fast paths: {', '.join(flags) or 'none'}; median of {args.runs} interleaved runs after {args.warmup} warm-up")
-    print("| model | zoo ms | reference ms | ratio | max abs output diff |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| model | zoo ms | reference ms | ratio | per-round ratio q1-q3 | max abs output diff |")
+    print("| --- | ---: | ---: | ---: | :---: | ---: |")
     for case in wanted:
         try:
             row = runners[case]()
         except Exception as exc:  # report and go on with the other cases
-            print(f"| {case} | failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} | | | |")
+            print(f"| {case} | failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} | | | | |")
             continue
         note = f" ({row['diff_note']})" if "diff_note" in row else ""
+        q1, q3 = row["spread"]
         print(f"| {row['model']} | {row['zoo']:.1f} | {row['ref']:.1f} | {row['zoo'] / row['ref']:.2f} | "
-              f"{row['diff']:.2e}{note} |", flush=True)
+              f"{q1:.2f}-{q3:.2f} | {row['diff']:.2e}{note} |", flush=True)
     return 0
 
 
