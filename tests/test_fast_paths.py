@@ -249,3 +249,21 @@ def test_rtdetr_head_fuse_and_encoder_scores_match_plain(plain_path):
         fused = encoder_side()
     for a, b in zip(plain, fused):
         assert (a - b).abs().max() / a.abs().max() < 1e-5
+
+
+def test_channels_last_model_takes_images_as_given():
+    """No conversion of a 3-channel image: the first conv (channels-last weights) writes NHWC itself."""
+    torch.manual_seed(0)
+    model = Model(CFG / "yolov10n.yaml").eval()
+    _rough_norms(model)
+    model.deploy()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)[0]
+        model.to_channels_last()
+        first_row = model.run_rows(x, keep=(0,))[1][0]
+        given = model(x)[0]
+        converted = model(x.contiguous(memory_format=torch.channels_last))[0]
+    assert first_row.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(given, expected, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(given, converted, rtol=1e-4, atol=1e-4)

@@ -21,6 +21,10 @@ from zoo.errors import ConfigError
 __all__ = ["Model"]
 
 DRY_RUN_SIZE = 64  # small enough to keep builds fast; stride-32 maps are still 2x2
+# Channels-last models take images (up to this many channels) as given: a conv with channels-last
+# weights reads an NCHW image and writes NHWC, so converting the image first only adds a strided
+# copy into fresh memory (yolov10n at 640: 70.3 vs 72.3 ms, 65.4 vs 68.0 ms, interleaved A/B)
+IMAGE_CHANNELS_MAX = 4
 
 RowHook = Callable[[int, RowRecord, Any, Any], None]
 
@@ -124,7 +128,7 @@ class Model(nn.Module):
         unknown = set(inputs) - self._keywords
         if unknown:
             raise TypeError(f"{self.name}: no row accepts keyword input(s) {sorted(unknown)}; accepted: {sorted(self._keywords)}")
-        if self.memory_format is not torch.contiguous_format and x.dim() == 4:
+        if self.memory_format is not torch.contiguous_format and x.dim() == 4 and x.shape[1] > IMAGE_CHANNELS_MAX:
             x = x.contiguous(memory_format=self.memory_format)
         return self.run_rows(x, inputs)
 
@@ -242,7 +246,9 @@ class Model(nn.Module):
     def to_channels_last(self, enabled: bool = True) -> "Model":
         """Fast path for CPU inference: keep weights and activations channels-last (NHWC in memory),
         the layout oneDNN convolutions work in, so no layout reorder happens around each conv.
-        Inputs given to :meth:`forward` are converted; outputs keep the values of the default layout."""
+        Feature-map inputs given to :meth:`forward` are converted; images (<= ``IMAGE_CHANNELS_MAX``
+        channels) go to the first conv as they are, which writes channels-last. Outputs keep the
+        values of the default layout."""
         self.memory_format = torch.channels_last if enabled else torch.contiguous_format
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
