@@ -134,14 +134,15 @@ def _no_trial_run(monkeypatch):
     monkeypatch.setattr(Model, "_dry_run", refuse)
 
 
-@pytest.mark.parametrize("name", ["yolov10n.yaml", "yolov10s.yaml", "rtdetr-l.yaml", "rtdetr-shapes.yaml"])
+@pytest.mark.parametrize("name", ["yolov10n.yaml", "yolov10s.yaml", "rtdetr-l.yaml", "rtdetr-shapes.yaml",
+                                  "sam-tinyvit.yaml", "rtdetr-resnet50.yaml"])
 def test_declared_strides_build_the_same_model_as_the_trial_run(name, monkeypatch):
     torch.manual_seed(0)
     tried = Model(CFG / name, trial_run=True)
     _no_trial_run(monkeypatch)
     torch.manual_seed(0)
     declared = Model(CFG / name)
-    assert declared.stride.tolist() == tried.stride.tolist() == [8.0, 16.0, 32.0]
+    assert declared.stride.tolist() == tried.stride.tolist() == ([16.0] if "sam" in name else [8.0, 16.0, 32.0])
     # the heads got the same strides (v10Detect's prior biases depend on them)
     for (key, a), b in zip(declared.state_dict().items(), tried.state_dict().values()):
         assert torch.equal(a, b), key
@@ -152,6 +153,34 @@ def test_graph_strides_follow_each_row():
 
     strides = parse_model(resolve_spec(CFG / "yolov10n.yaml")).strides
     assert strides == [2, 4, 4, 8, 8, 16, 16, 32, 32, 32, 32, 16, 16, 16, 8, 8, 8, 16, 16, 16, 32, 32, 32, None]
+
+
+@pytest.mark.parametrize("name", [
+    "yolov10n.yaml", "rtdetr-l.yaml", "rtdetr-resnet50.yaml", "rtdetr-mobilevit.yaml", "sam-tinyvit.yaml",
+    "tinyvit-5m-cls.yaml", "mobilevit-xxs-cls.yaml", "mobilevitv2-050-cls.yaml",
+])
+def test_declared_strides_match_every_rows_measured_output(name):
+    """Each family's spatial rules against the map sizes a real forward produces, row by row."""
+    from zoo.builder import parse_model
+    from zoo_test_paths import build_small
+
+    declared = parse_model(resolve_spec(CFG / name)).strides
+    assert declared is not None, "every row of the shipped configs declares its spatial rule"
+    model = build_small(name).eval()
+    size = 64
+    measured: dict[int, object] = {}
+
+    def stride_of(t):
+        if isinstance(t, list):
+            return [stride_of(v) for v in t]
+        return size / t.shape[-1] if isinstance(t, torch.Tensor) and t.dim() == 4 else None
+
+    with torch.no_grad():
+        model.run_rows(torch.rand(1, 3, size, size), hook=lambda i, rec, a, out: measured.update({i: stride_of(out)}))
+    for row, stride in enumerate(declared):
+        if stride is not None:  # None: a head's output, not a feature map
+            assert measured[row] == stride, (name, row, model.records[row].module)
+    assert declared[-1] is None  # the last row is a head (or classifier)
 
 
 def test_rows_without_a_spatial_rule_get_the_trial_run(monkeypatch):

@@ -105,6 +105,18 @@ def fixed_stride(factor: int) -> Spatial:
     return lambda args, strides: _single_stride(strides) * factor
 
 
+def pyramid(*factors: int) -> Spatial:
+    """A row returning several maps (a whole backbone): input stride x each factor."""
+    return lambda args, strides: [_single_stride(strides) * f for f in factors]
+
+
+def picked_output(args: list, strides: list[Stride]) -> Stride:
+    """The stride of output ``args[0]`` of a multi-output input row (``Index``)."""
+    if len(strides) != 1 or not isinstance(strides[0], list):
+        raise LookupError("the input row has no per-output strides")
+    return strides[0][args[0]]
+
+
 def not_a_map() -> Spatial:
     """The output is not a feature map (detection / segmentation heads)."""
     return lambda args, strides: None

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from zoo.nn.common import fuse_conv_bn
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom
+from zoo.wiring import RowContext, Wired, custom, not_a_map
 
 __all__ = ["Classify"]
 
@@ -34,7 +34,7 @@ def _wire_classify(ctx: RowContext) -> Wired:
     return Wired([c1, *args], ctx.repeats, nc)
 
 
-@register(wiring=custom(_wire_classify, "(c1, nc, expand*width=0, norm=False, dropout=0.0)"))
+@register(wiring=custom(_wire_classify, "(c1, nc, expand*width=0, norm=False, dropout=0.0)", not_a_map()))
 class Classify(nn.Module):
     """Classification head. ``(B, c1, H, W) -> (B, nc)`` raw logits (train and eval alike).
 

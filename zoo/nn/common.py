@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, concat, custom, io, stride_arg
+from zoo.wiring import RowContext, Wired, concat, custom, io, picked_output, stride_arg
 
 __all__ = [
     "autopad", "fuse_conv_bn", "Conv", "DWConv", "Concat", "Index", "LayerNorm2d", "MLP", "attention",
@@ -107,7 +107,7 @@ def _wire_index(ctx: RowContext) -> Wired:
     return Wired([idx], 1, ctx.c_in[idx])
 
 
-@register(wiring=custom(_wire_index, "(index) -> channels of that output"))
+@register(wiring=custom(_wire_index, "(index) -> channels of that output", picked_output))
 class Index(nn.Module):
     """Pick output ``index`` of a row that returns a list of feature maps (e.g. a whole backbone)."""
 

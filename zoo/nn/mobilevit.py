@@ -35,7 +35,7 @@ from zoo.nn.common import attention, fuse_conv_bn
 from zoo.nn.fast_cpu import conv_act
 from zoo.nn.tiny_vit import heads_for
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom, io
+from zoo.wiring import RowContext, Wired, custom, io, pyramid, same_size, stride_arg
 
 __all__ = [
     "round_channels", "ConvBNAct", "InvertedResidual", "MV2Stage", "TransformerEncoder", "MobileViTBlock",
@@ -49,7 +49,7 @@ def round_channels(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(3)))
 class ConvBNAct(nn.Module):
     """Conv2d (no bias, padding ``k // 2``) -> BatchNorm2d(eps 1e-5) -> SiLU (or nothing).
 
@@ -73,7 +73,7 @@ class ConvBNAct(nn.Module):
             self.bn = None
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(2)))
 class InvertedResidual(nn.Module):
     """MobileNetV2 block (MV2): 1x1 expand -> SiLU -> 3x3 depthwise (stride ``s``) -> SiLU -> 1x1 linear.
 
@@ -96,7 +96,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-@register(wiring=io(repeats_at=2))
+@register(wiring=io(repeats_at=2, spatial=stride_arg(3)))
 class MV2Stage(nn.Module):
     """``n`` InvertedResidual blocks; the first maps ``c1 -> c2`` with stride ``s``, the rest keep ``c2``.
 
@@ -168,7 +168,8 @@ def _wire_mobilevit_block(ctx: RowContext) -> Wired:
     return Wired([c1, ctx.scale_width(ctx.args[0]), ctx.repeats, *ctx.args[1:]], 1, c1)
 
 
-@register(wiring=custom(_wire_mobilevit_block, "(c1, dim*width, depth=repeats, head_dim, patch, mlp_ratio) -> c1"))
+@register(wiring=custom(_wire_mobilevit_block, "(c1, dim*width, depth=repeats, head_dim, patch, mlp_ratio) -> c1",
+                        same_size()))
 class MobileViTBlock(nn.Module):
     """MobileViT block: local 3x3 conv -> 1x1 to ``dim`` -> unfold into ``patch x patch`` patches ->
     ``depth`` transformer layers (pixels at the same position in every patch attend to each other) ->
@@ -228,7 +229,8 @@ def _wire_backbone(ctx: RowContext) -> Wired:
     return Wired([ctx.single_input(), *ctx.args], ctx.repeats, None)
 
 
-@register(wiring=custom(_wire_backbone, "(c1, variant) -> list of 4 maps (P2..P5), channels in .out_channels"))
+@register(wiring=custom(_wire_backbone, "(c1, variant) -> list of 4 maps (P2..P5), channels in .out_channels",
+                        pyramid(4, 8, 16, 32)))
 class MobileViTBackbone(nn.Module):
     """A whole MobileViT v1 or v2 backbone as one row returning ``[P2, P3, P4, P5]`` feature maps.
 

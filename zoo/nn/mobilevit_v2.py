@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from zoo.nn.mobilevit import ConvBNAct
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom
+from zoo.wiring import RowContext, Wired, custom, same_size
 
 __all__ = ["LinearSelfAttention", "ConvMlp", "LinearAttnFFN", "MobileViTBlockV2"]
 
@@ -86,7 +86,7 @@ def _wire_block_v2(ctx: RowContext) -> Wired:
     return Wired([c1, ctx.scale_width(ctx.args[0]), ctx.repeats, *ctx.args[1:]], 1, c1)
 
 
-@register(wiring=custom(_wire_block_v2, "(c1, dim*width, depth=repeats, patch, mlp_ratio) -> c1"))
+@register(wiring=custom(_wire_block_v2, "(c1, dim*width, depth=repeats, patch, mlp_ratio) -> c1", same_size()))
 class MobileViTBlockV2(nn.Module):
     """MobileViTv2 block: 3x3 depthwise conv -> 1x1 to ``dim`` -> unfold to ``(B, dim, P, N)`` ->
     ``depth`` :class:`LinearAttnFFN` -> GroupNorm -> fold -> 1x1 conv + BN back to ``c1`` (no activation,

@@ -262,7 +262,16 @@ def _wire_resnet_layer(ctx: RowContext) -> Wired:
     return Wired(args, ctx.repeats, c2 if is_first else c2 * expansion)
 
 
-@register(wiring=custom(_wire_resnet_layer, "(c1, c2, s, is_first, n, e) as written -> c2 if is_first else c2*e"))
+def _resnet_layer_stride(args: list, strides: list) -> float:
+    """The stem (``is_first``) is a stride-2 conv and a stride-2 max-pool; a stage strides by ``s``."""
+    factor = 4 if args[3] else args[2]
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"stride arg must be a positive integer, got {factor!r}")
+    return strides[0] * factor
+
+
+@register(wiring=custom(_wire_resnet_layer, "(c1, c2, s, is_first, n, e) as written -> c2 if is_first else c2*e",
+                        _resnet_layer_stride))
 class ResNetLayer(nn.Module):
     """A ResNet stage: the 7x7 stem + max-pool when ``is_first``, else ``n`` bottlenecks (first has stride ``s``).
 

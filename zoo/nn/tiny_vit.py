@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from zoo.nn.common import attention, fuse_conv_bn
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, Wiring, custom, in_first, io
+from zoo.wiring import RowContext, Spatial, Wired, Wiring, custom, fixed_stride, in_first, io, same_size, stride_arg
 
 __all__ = [
     "Conv2d_BN", "PatchEmbed", "MBConv", "PatchMerging", "ConvLayer", "TinyViTAttention", "TinyViTMlp",
@@ -69,7 +69,7 @@ def heads_for(dim: int, head_dim: int) -> int:
     return max(1, round(dim / head_dim))
 
 
-def _keep_width(repeats_at: int | None = 1) -> Wiring:
+def _keep_width(repeats_at: int | None = 1, spatial: Spatial | None = None) -> Wiring:
     """Stage rows that keep the channel count: ``Module(c1, [repeats,] *args)``, output ``c1``."""
 
     def wire(ctx: RowContext) -> Wired:
@@ -81,10 +81,10 @@ def _keep_width(repeats_at: int | None = 1) -> Wiring:
         return Wired(args, 1, c1)
 
     rep = f", repeats -> arg {repeats_at}" if repeats_at is not None else ""
-    return custom(wire, f"(c1, ...) -> c1{rep}")
+    return custom(wire, f"(c1, ...) -> c1{rep}", spatial)
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(3)))
 class Conv2d_BN(nn.Module):
     """Conv2d (no bias) -> BatchNorm2d(eps 1e-5), no activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
 
@@ -114,7 +114,7 @@ class Conv2d_BN(nn.Module):
             self.bn = None
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=fixed_stride(4)))
 class PatchEmbed(nn.Module):
     """Two stride-2 3x3 Conv2d_BN with GELU between. ``(B, c1, H, W) -> (B, c2, H/4, W/4)``."""
 
@@ -128,7 +128,7 @@ class PatchEmbed(nn.Module):
         return self.conv2(self.conv1.then(self.act, x))
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=same_size()))
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand -> GELU -> 3x3 depthwise -> GELU -> 1x1 project, + input, GELU.
 
@@ -153,7 +153,7 @@ class MBConv(nn.Module):
         return self.act3(y + x if self.residual else y)
 
 
-@register(wiring=io())
+@register(wiring=io(spatial=stride_arg(2, default=2)))
 class PatchMerging(nn.Module):
     """1x1 conv -> GELU -> 3x3 depthwise (stride ``s``) -> GELU -> 1x1 conv.
 
@@ -174,7 +174,7 @@ class PatchMerging(nn.Module):
         return self.conv3(self.conv2.then(self.act, self.conv1.then(self.act, x)))
 
 
-@register(wiring=_keep_width(repeats_at=1))
+@register(wiring=_keep_width(repeats_at=1, spatial=same_size()))
 class ConvLayer(nn.Module):
     """TinyViT's first stage: ``depth`` MBConv blocks at constant width. ``(B, c, H, W) -> same``.
 
@@ -204,7 +204,7 @@ def window_bias_index(window: int) -> torch.Tensor:
     return dy * window + dx
 
 
-@register(wiring=in_first())
+@register(wiring=in_first(spatial=same_size()))
 class TinyViTAttention(nn.Module):
     """Windowed multi-head self-attention with a learned relative-position bias (no residual).
 
@@ -292,7 +292,7 @@ class TinyViTBlock(nn.Module):
         return x + self.mlp(x)
 
 
-@register(wiring=_keep_width(repeats_at=1))
+@register(wiring=_keep_width(repeats_at=1, spatial=same_size()))
 class BasicLayer(nn.Module):
     """A TinyViT transformer stage: ``depth`` :class:`TinyViTBlock` at constant width.
 
@@ -340,7 +340,15 @@ def _wire_tinyvit_backbone(ctx: RowContext) -> Wired:
     return Wired([ctx.single_input(), *ctx.args], ctx.repeats, None)
 
 
-@register(wiring=custom(_wire_tinyvit_backbone, "(c1, variant, last_stride) -> list of 4 maps, channels in .out_channels"))
+def _tinyvit_strides(args: list, strides: list) -> list[float]:
+    last_stride = args[2] if len(args) > 2 else 2
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+    return [s * strides[0] for s in (4, 8, 16, 16 * last_stride)]
+
+
+@register(wiring=custom(_wire_tinyvit_backbone, "(c1, variant, last_stride) -> list of 4 maps, channels in .out_channels",
+                        _tinyvit_strides))
 class TinyViTBackbone(nn.Module):
     """A whole TinyViT as one row returning the four stage outputs.
 
