@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from zoo.builder import RowRecord, parse_model
-from zoo.config import resolve_spec
+from zoo.config import ModelSpec, resolve_spec
 from zoo.errors import ConfigError
 
 __all__ = ["Model"]
@@ -86,7 +86,7 @@ class Model(nn.Module):
         if verbose:
             self.info()
 
-    def _build(self, spec: Any, ch: int, plugins: tuple[str, ...], trial_run: bool) -> None:
+    def _build(self, spec: ModelSpec, ch: int, plugins: tuple[str, ...], trial_run: bool) -> None:
         graph = parse_model(spec, ch=ch, plugins=tuple(plugins))
         self.model = nn.Sequential(*graph.modules)
         self.records: tuple[RowRecord, ...] = tuple(graph.records)

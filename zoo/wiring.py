@@ -77,37 +77,43 @@ class Wiring:
         return self.fn(ctx)
 
 
-def _single_stride(strides: list[Stride]) -> float:
+def single_stride(strides: list[Stride]) -> float:
+    """The one input's stride, for spatial rules of single-input blocks."""
     if len(strides) != 1 or not isinstance(strides[0], (int, float)):
         raise ValueError(f"expects one feature-map input, got inputs at strides {strides}")
     return float(strides[0])
 
 
+def checked_step(step: Any, what: str = "stride") -> int:
+    """A stride factor from a row's args: a positive integer, or a ValueError naming it."""
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"{what} must be a positive integer, got {step!r}")
+    return step
+
+
 def same_size() -> Spatial:
     """Output at the input's resolution (blocks with padded stride-1 convs)."""
-    return lambda args, strides: _single_stride(strides)
+    return lambda args, strides: single_stride(strides)
 
 
 def stride_arg(index: int, default: int = 1) -> Spatial:
     """Output stride = input stride x ``args[index]`` (``default`` when the arg is not given)."""
 
     def spatial(args: list, strides: list[Stride]) -> float:
-        step = args[index] if len(args) > index else default
-        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise ValueError(f"stride arg {index} must be a positive integer, got {step!r}")
-        return _single_stride(strides) * step
+        step = checked_step(args[index] if len(args) > index else default, f"stride arg {index}")
+        return single_stride(strides) * step
 
     return spatial
 
 
 def fixed_stride(factor: int) -> Spatial:
     """Output stride = input stride x ``factor`` (stems with a built-in downsampling)."""
-    return lambda args, strides: _single_stride(strides) * factor
+    return lambda args, strides: single_stride(strides) * factor
 
 
 def pyramid(*factors: int) -> Spatial:
     """A row returning several maps (a whole backbone): input stride x each factor."""
-    return lambda args, strides: [_single_stride(strides) * f for f in factors]
+    return lambda args, strides: [single_stride(strides) * f for f in factors]
 
 
 def picked_output(args: list, strides: list[Stride]) -> Stride:
@@ -137,7 +143,7 @@ def _upsampled(args: list, strides: list[Stride]) -> float:
     size, factor = (list(args) + [None, None])[:2]
     if size is not None or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
         raise LookupError("only a scale factor (no fixed size) has a known output stride")
-    return _single_stride(strides) / factor
+    return single_stride(strides) / factor
 
 
 def io(repeats_at: int | None = None, scale: bool = True, spatial: Spatial | None = None) -> Wiring:

@@ -19,7 +19,9 @@ from zoo.nn.common import ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, Conv, DWConv, fuse_co
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom, fixed_stride, in_first, io, io_mid, same_size, stride_arg
+from zoo.wiring import (
+    RowContext, Wired, checked_step, custom, fixed_stride, in_first, io, io_mid, same_size, single_stride, stride_arg,
+)
 
 __all__ = [
     "HGStem", "HGBlock", "LightConv", "RepConv", "RepC3", "MultiheadAttention", "AIFI",
@@ -264,10 +266,7 @@ def _wire_resnet_layer(ctx: RowContext) -> Wired:
 
 def _resnet_layer_stride(args: list, strides: list) -> float:
     """The stem (``is_first``) is a stride-2 conv and a stride-2 max-pool; a stage strides by ``s``."""
-    factor = 4 if args[3] else args[2]
-    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-        raise ValueError(f"stride arg must be a positive integer, got {factor!r}")
-    return strides[0] * factor
+    return single_stride(strides) * (4 if args[3] else checked_step(args[2]))
 
 
 @register(wiring=custom(_wire_resnet_layer, "(c1, c2, s, is_first, n, e) as written -> c2 if is_first else c2*e",

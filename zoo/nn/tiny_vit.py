@@ -48,7 +48,10 @@ import torch.nn.functional as F
 from zoo.nn.common import attention, fuse_conv_bn
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.registry import register
-from zoo.wiring import RowContext, Spatial, Wired, Wiring, custom, fixed_stride, in_first, io, same_size, stride_arg
+from zoo.wiring import (
+    RowContext, Spatial, Wired, Wiring, checked_step, custom, fixed_stride, in_first, io, same_size, single_stride,
+    stride_arg,
+)
 
 __all__ = [
     "Conv2d_BN", "PatchEmbed", "MBConv", "PatchMerging", "ConvLayer", "TinyViTAttention", "TinyViTMlp",
@@ -341,10 +344,8 @@ def _wire_tinyvit_backbone(ctx: RowContext) -> Wired:
 
 
 def _tinyvit_strides(args: list, strides: list) -> list[float]:
-    last_stride = args[2] if len(args) > 2 else 2
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-    return [s * strides[0] for s in (4, 8, 16, 16 * last_stride)]
+    last_stride = checked_step(args[2] if len(args) > 2 else 2, "last_stride")
+    return [s * single_stride(strides) for s in (4, 8, 16, 16 * last_stride)]
 
 
 @register(wiring=custom(_wire_tinyvit_backbone, "(c1, variant, last_stride) -> list of 4 maps, channels in .out_channels",
