@@ -22,6 +22,9 @@ def test_list_shows_modules_sources_and_cfgs(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "C2fCIB" in out and "zoo" in out and "cfg/yolov10n.yaml" in out
+    # every zoo block declares its spatial rule, so no shipped cfg needs a build-time trial run
+    rows = [line.split() for line in out.splitlines() if len(line.split()) > 2 and line.split()[1] == "zoo"]
+    assert rows and all(row[2] == "declared" for row in rows)
 
 
 def test_scale_and_nc_overrides(capsys):

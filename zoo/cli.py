@@ -69,9 +69,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     load_entry_point_plugins()
     load_plugins(list(args.plugin))
-    print(f"{'module':<22}{'from':<12}{'wiring':<44}signature")
+    # stride: whether the wiring declares where the output sits; "trial run" rows make every build
+    # that uses them run the model once to find the heads' strides
+    print(f"{'module':<22}{'from':<12}{'stride':<11}{'wiring':<50}signature")
     for entry in MODULES:
-        print(f"{entry.name:<22}{entry.source:<12}{entry.wiring.describe:<44}{entry.signature()}")
+        stride = "declared" if entry.wiring.spatial is not None else "trial run"
+        print(f"{entry.name:<22}{entry.source:<12}{stride:<11}{entry.wiring.describe:<50}{entry.signature()}")
     print("\n(any torch.nn module is available as nn.<Name>)\n\nshipped cfgs:")
     for cfg in shipped_cfgs():
         print(f"  cfg/{cfg.name}")
