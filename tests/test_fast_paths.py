@@ -153,7 +153,8 @@ def test_fast_conv_accepts_weights_fused_under_inference_mode():
 def test_linear_act_matches_linear_then_act(act, bias, plain_path):
     torch.manual_seed(0)
     linear = nn.Linear(24, 40, bias=bias)
-    for shape in [(7, 24), (2, 5, 24), (2, 3, 4, 24)]:
+    tall = fast_cpu.CONV_GEMM_MIN_ROWS  # from here on the rows run as a 1x1 conv with a packed weight
+    for shape in [(7, 24), (2, 5, 24), (2, 3, 4, 24), (tall, 24), (2, tall // 2 + 3, 24), (tall + 77, 24)]:
         x = torch.randn(*shape)
         with torch.no_grad():
             fast = linear_act(x, linear, act)
@@ -164,6 +165,20 @@ def test_linear_act_matches_linear_then_act(act, bias, plain_path):
         assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
     y = linear_act(torch.randn(3, 24, requires_grad=True), linear, act)
     assert y.grad_fn is not None  # with autograd the plain ops run
+
+
+def test_tall_linear_follows_weight_updates_and_strided_inputs(plain_path):
+    """The packed 1x1-conv weight of a tall linear is re-packed when the weight changes; a strided
+    input takes the linear kernel."""
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 48)
+    x = torch.randn(fast_cpu.CONV_GEMM_MIN_ROWS + 5, 32)
+    with torch.no_grad():
+        linear_act(x, linear)
+        linear.weight.mul_(-2.0)
+        assert torch.allclose(linear_act(x, linear), linear(x), atol=1e-4, rtol=1e-4)
+        strided = torch.randn(32, fast_cpu.CONV_GEMM_MIN_ROWS + 5).t()
+        assert torch.allclose(linear_act(strided, linear), linear(strided), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("act", [nn.GELU(), None])
@@ -267,3 +282,16 @@ def test_channels_last_model_takes_images_as_given():
     assert first_row.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(given, expected, rtol=1e-4, atol=1e-4)
     assert torch.allclose(given, converted, rtol=1e-4, atol=1e-4)
+
+
+def test_tall_linear_packed_weights_go_with_their_layer():
+    import gc
+
+    linear = nn.Linear(16, 8)
+    with torch.no_grad():
+        linear_act(torch.randn(fast_cpu.CONV_GEMM_MIN_ROWS, 16), linear)
+    assert id(linear.weight) in fast_cpu._PACKED_LINEAR
+    key = id(linear.weight)
+    del linear
+    gc.collect()
+    assert key not in fast_cpu._PACKED_LINEAR

@@ -31,6 +31,13 @@ _HAS_MKLDNN = torch.backends.mkldnn.is_available()
 # conv module -> (weight identity, packed weight); weak keys so dropped modules free their copies,
 # and nothing is added to the modules (state dicts, deepcopy and pickling stay as they were)
 _PACKED: "weakref.WeakKeyDictionary[nn.Conv2d, tuple[tuple, torch.Tensor]]" = weakref.WeakKeyDictionary()
+# the same for linear weights run as 1x1 convs, keyed by id(weight) (linear() gets no module, and a
+# WeakKeyDictionary would compare tensors with ==); a finaliser drops the entry with the weight
+_PACKED_LINEAR: dict[int, tuple[tuple, torch.Tensor]] = {}
+# From this many rows on, a linear layer runs as a 1x1 conv over the rows (a channels-last view, no
+# copy) with its weight pre-packed: oneDNN's 1x1-conv GEMM beats its linear kernel on tall inputs
+# (8400 x 256 -> 256, RT-DETR's memory: 7.7 -> 6.9 ms) and ties on short ones (300 rows: 0.26 ms both)
+CONV_GEMM_MIN_ROWS = 2048
 
 
 def act_attr(act: nn.Module | None) -> tuple[str, str] | None:
@@ -64,13 +71,18 @@ def usable(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
     return _get_dispatch_mode() is None
 
 
+def _weight_key(weight: torch.Tensor) -> tuple:
+    """What identifies a weight's current values: storage, version, shape and strides."""
+    # inference tensors (made under torch.inference_mode, e.g. by fuse()) keep no version counter
+    version = -1 if weight.is_inference() else weight._version
+    return weight.data_ptr(), version, tuple(weight.shape), weight.stride()
+
+
 def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     weight = conv.weight
     if _REORDER_CONV_WEIGHT is None:
         return weight
-    # inference tensors (made under torch.inference_mode, e.g. by fuse()) keep no version counter
-    version = -1 if weight.is_inference() else weight._version
-    key = (weight.data_ptr(), version, tuple(weight.shape), weight.stride())
+    key = _weight_key(weight)
     cached = _PACKED.get(conv)
     if cached is None or cached[0] != key:
         packed = _REORDER_CONV_WEIGHT(weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation),
@@ -78,6 +90,25 @@ def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         cached = (key, packed)
         _PACKED[conv] = cached
     return cached[1]
+
+
+def _linear_as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    attr: tuple[str, str]) -> torch.Tensor:
+    """``(..., in) -> (..., out)`` as a 1x1 conv: the rows of a contiguous ``x`` are the pixels of a
+    channels-last ``(1, in, rows, 1)`` map, and the conv's channels-last output is ``(rows, out)``."""
+    k, n = x.shape[-1], weight.shape[0]
+    rows = x.numel() // k
+    key = _weight_key(weight)
+    cached = _PACKED_LINEAR.get(id(weight))
+    if cached is None or cached[0] != key:
+        if cached is None:
+            weakref.finalize(weight, _PACKED_LINEAR.pop, id(weight), None)
+        as_conv = weight.detach().reshape(n, k, 1, 1).contiguous(memory_format=torch.channels_last)
+        cached = (key, _REORDER_CONV_WEIGHT(as_conv, [0, 0], [1, 1], [1, 1], 1, [1, k, rows, 1]))
+        _PACKED_LINEAR[id(weight)] = cached
+    pixels = x.reshape(1, rows, 1, k).permute(0, 3, 1, 2)
+    y = _CONV_POINTWISE(pixels, cached[1], bias, [0, 0], [1, 1], [1, 1], 1, attr[0], [], attr[1])
+    return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], n)
 
 
 def _then(act: nn.Module | None, y: torch.Tensor) -> torch.Tensor:
@@ -115,6 +146,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     attr = act_attr(act)
     if not usable(x, weight, bias) or attr is None or _LINEAR_POINTWISE is None or x.dim() < 2:
         return _then(act, F.linear(x, weight, bias))
+    if (x.numel() >= CONV_GEMM_MIN_ROWS * x.shape[-1] and x.is_contiguous() and weight.dim() == 2
+            and _CONV_POINTWISE is not None and _REORDER_CONV_WEIGHT is not None):
+        return _linear_as_conv(x, weight, bias, attr)
     return _LINEAR_POINTWISE(x, weight, bias, attr[0], [], attr[1])
 
 
