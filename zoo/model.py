@@ -47,20 +47,6 @@ def _gc_paused():
             gc.enable()
 
 
-def _set_training(root: nn.Module, mode: bool) -> None:
-    """``root.train(mode)`` without the recursive method calls (~1 ms each way on yolov10n's ~470
-    modules, paid twice by every build's trial run). A module that overrides ``train`` gets its own
-    method called, which then handles its subtree."""
-    stack = [root]
-    while stack:
-        module = stack.pop()
-        if type(module).train is not nn.Module.train:
-            module.train(mode)
-            continue
-        module.training = mode
-        stack.extend(m for m in module._modules.values() if m is not None)
-
-
 class Model(nn.Module):
     """Build a model from a YAML path or dict.
 
@@ -183,7 +169,7 @@ class Model(nn.Module):
 
         was_training = self.training
         threads = torch.get_num_threads()
-        _set_training(self, False)
+        self.eval()
         # the trial image is tiny: intra-op threads cost more in fork/join than they give (~10% of the
         # build on 2 threads); torch's setting is process-wide, so it is restored right after
         torch.set_num_threads(1)
@@ -202,7 +188,7 @@ class Model(nn.Module):
             ) from None
         finally:
             torch.set_num_threads(threads)
-            _set_training(self, was_training)
+            self.train(was_training)
         return self._head_strides(strides)
 
     def _apply_strides(self, strides: Mapping[int, Any]) -> torch.Tensor:
