@@ -12,6 +12,7 @@ them off (the plain ``act(layer(x))`` path, which the tests compare against).
 from __future__ import annotations
 
 import weakref
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -78,18 +79,21 @@ def _weight_key(weight: torch.Tensor) -> tuple:
     return weight.data_ptr(), version, tuple(weight.shape), weight.stride()
 
 
-def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    weight = conv.weight
-    if _REORDER_CONV_WEIGHT is None:
-        return weight
+def _packed(cache: Any, slot: Any, weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``pack(weight)``, remembered in ``cache[slot]`` until the weight's values change."""
     key = _weight_key(weight)
-    cached = _PACKED.get(conv)
+    cached = cache.get(slot)
     if cached is None or cached[0] != key:
-        packed = _REORDER_CONV_WEIGHT(weight.detach(), list(conv.padding), list(conv.stride), list(conv.dilation),
-                                      conv.groups, list(x.shape))
-        cached = (key, packed)
-        _PACKED[conv] = cached
+        cached = (key, pack(weight.detach()))
+        cache[slot] = cached
     return cached[1]
+
+
+def _packed_conv_weight(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    if _REORDER_CONV_WEIGHT is None:
+        return conv.weight
+    return _packed(_PACKED, conv, conv.weight, lambda w: _REORDER_CONV_WEIGHT(
+        w, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)))
 
 
 def _linear_as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -98,16 +102,13 @@ def _linear_as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     channels-last ``(1, in, rows, 1)`` map, and the conv's channels-last output is ``(rows, out)``."""
     k, n = x.shape[-1], weight.shape[0]
     rows = x.numel() // k
-    key = _weight_key(weight)
-    cached = _PACKED_LINEAR.get(id(weight))
-    if cached is None or cached[0] != key:
-        if cached is None:
-            weakref.finalize(weight, _PACKED_LINEAR.pop, id(weight), None)
-        as_conv = weight.detach().reshape(n, k, 1, 1).contiguous(memory_format=torch.channels_last)
-        cached = (key, _REORDER_CONV_WEIGHT(as_conv, [0, 0], [1, 1], [1, 1], 1, [1, k, rows, 1]))
-        _PACKED_LINEAR[id(weight)] = cached
+    if id(weight) not in _PACKED_LINEAR:
+        weakref.finalize(weight, _PACKED_LINEAR.pop, id(weight), None)
+    packed = _packed(_PACKED_LINEAR, id(weight), weight, lambda w: _REORDER_CONV_WEIGHT(
+        w.reshape(n, k, 1, 1).contiguous(memory_format=torch.channels_last), [0, 0], [1, 1], [1, 1], 1,
+        [1, k, rows, 1]))
     pixels = x.reshape(1, rows, 1, k).permute(0, 3, 1, 2)
-    y = _CONV_POINTWISE(pixels, cached[1], bias, [0, 0], [1, 1], [1, 1], 1, attr[0], [], attr[1])
+    y = _CONV_POINTWISE(pixels, packed, bias, [0, 0], [1, 1], [1, 1], 1, attr[0], [], attr[1])
     return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], n)
 
 
