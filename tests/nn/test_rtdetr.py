@@ -14,7 +14,7 @@ from zoo.config import resolve_spec
 from zoo.errors import ConfigError
 from zoo.model import Model
 from zoo.nn.rtdetr import AIFI, RepConv, sincos_position_embedding_2d
-from zoo.nn.rtdetr_decoder import RTDETRDecoder, deformable_sample, generate_anchors
+from zoo.nn.rtdetr_decoder import RTDETRDecoder, deformable_sample, deformable_sample_projected, generate_anchors
 from zoo.nn.rtdetr_denoising import denoising_queries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -241,6 +241,36 @@ def test_deformable_sample_matches_grid_sample_values_and_gradients(batch, shape
         out = fn(value, shapes, locations, weights)
         grads = torch.autograd.grad((out * upstream).sum(), (value, locations, weights))
         results.append((out, *grads))
+    for ref, got in zip(*results):
+        assert (ref - got).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
+
+
+@pytest.mark.parametrize("batch,shapes,masked", [(1, [(20, 20), (10, 10), (5, 5)], False),
+                                                 (2, [(7, 9), (4, 5)], True)])
+def test_sampling_before_projecting_matches_projecting_first(batch, shapes, masked) -> None:
+    """deformable_sample_projected(memory, proj) == grid_sample sampling of proj(memory), padded tokens
+    zeroed after the projection, in values and in gradients for every input and parameter."""
+    torch.manual_seed(1)
+    tokens, levels, heads, d, c = sum(h * w for h, w in shapes), len(shapes), 4, 8, 24
+    memory = torch.randn(batch, tokens, c, requires_grad=True)
+    proj = nn.Linear(c, heads * d)
+    nn.init.normal_(proj.bias)  # a non-zero bias: off-map corners must not receive it
+    mask = torch.rand(batch, tokens) < 0.3 if masked else None
+    locations = (torch.rand(batch, 11, heads, levels, 3, 2) * 1.4 - 0.2).requires_grad_()
+    weights = torch.rand(batch, 11, heads, levels, 3, requires_grad=True)
+    upstream = torch.randn(batch, 11, heads * d)
+    inputs = (memory, locations, weights, proj.weight, proj.bias)
+
+    def project_first():
+        value = proj(memory)
+        if mask is not None:
+            value = value.masked_fill(mask[..., None], 0.0)
+        return _grid_sample_reference(value.view(batch, tokens, heads, d), shapes, locations, weights)
+
+    results = []
+    for fn in (project_first, lambda: deformable_sample_projected(memory, shapes, locations, weights, proj, mask)):
+        out = fn()
+        results.append((out, *torch.autograd.grad((out * upstream).sum(), inputs)))
     for ref, got in zip(*results):
         assert (ref - got).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
 

@@ -2,8 +2,8 @@
 
 RT-DETR: Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection", arXiv:2304.08069.
 Multi-scale deformable attention: Zhu et al., "Deformable DETR", arXiv:2010.04159 (written here in
-plain PyTorch with ``F.grid_sample``; no custom CUDA op). Contrastive denoising: Zhang et al., "DINO",
-arXiv:2203.03605.
+plain PyTorch as one ``F.embedding_bag`` over bilinear corner rows; no custom CUDA op).
+Contrastive denoising: Zhang et al., "DINO", arXiv:2203.03605.
 
 Attribute names follow Ultralytics' ``RTDETRDecoder`` so its checkpoints load strictly.
 """
@@ -24,7 +24,7 @@ from zoo.wiring import multi_input, not_a_map
 
 __all__ = [
     "MultiheadAttention", "MSDeformAttn", "DeformableDecoderLayer", "DeformableDecoder", "RTDETRDecoder",
-    "generate_anchors", "deformable_sample",
+    "generate_anchors", "deformable_sample", "deformable_sample_projected",
 ]
 
 
@@ -68,23 +68,18 @@ class MultiheadAttention(nn.Module):
         return linear_act(out.transpose(1, 2).reshape(b, n, -1), self.out_proj)
 
 
-def deformable_sample(value: torch.Tensor, shapes: list[tuple[int, int]], locations: torch.Tensor,
-                      weights: torch.Tensor) -> torch.Tensor:
-    """Weighted bilinear sampling of a multi-level value map at per-query points.
+def _corner_taps(shapes: list[tuple[int, int]], tokens: int, locations: torch.Tensor,
+                 weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear corners of every sampling point as flat token rows and per-corner weights.
 
-    value: ``(B, sum(h*w), heads, d)``; locations: ``(B, Q, heads, levels, points, 2)`` as (x, y) in
-    [0, 1]; weights: ``(B, Q, heads, levels, points)``. Returns ``(B, Q, heads*d)``.
-
-    Same values and gradients as ``F.grid_sample`` per level (bilinear, zero padding,
-    ``align_corners=False``) followed by the weighted sum, but as one ``F.embedding_bag``: every
-    (query, head) output row is a weighted sum of the value rows at its ``levels x points x 4`` corner
-    pixels, with the bilinear and attention weights multiplied into one per-corner weight. That reads
-    each corner's ``d`` channels as one contiguous row (``value`` keeps heads x d innermost) and never
-    materialises the sampled points: ~3x faster than grid_sample on CPU at RT-DETR's sizes.
+    locations: ``(B, Q, heads, levels, points, 2)`` as (x, y) in [0, 1]; weights:
+    ``(B, Q, heads, levels, points)``. Returns ``rows`` (int64) and ``corner_weight``, both
+    ``(B, Q, heads, levels*points*4)``: row ``b*tokens + token`` into the ``(B*tokens, ...)`` value
+    table and bilinear x attention weight, zero for corners off the map (``grid_sample``'s zero
+    padding, ``align_corners=False``).
     """
-    b, tokens, heads, d = value.shape
-    q, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
-    device = value.device
+    b, q, heads, levels, points = locations.shape[:5]
+    device = locations.device
     level_hw = torch.tensor(shapes, device=device)  # (levels, 2) as (h, w)
     level_start = torch.cumsum(level_hw.prod(-1), 0) - level_hw.prod(-1)
     width = level_hw[:, 1].view(levels, 1, 1)
@@ -100,15 +95,68 @@ def deformable_sample(value: torch.Tensor, shapes: list[tuple[int, int]], locati
     y = corner[..., 1:] + dy
     fx, fy = frac[..., :1], frac[..., 1:]
     bilinear = torch.where(dx.bool(), fx, 1.0 - fx) * torch.where(dy.bool(), fy, 1.0 - fy)
-    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)  # zero padding outside the map
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
     corner_weight = bilinear * weights.unsqueeze(-1) * inside
     token = torch.where(inside, level_start.view(levels, 1, 1) + y * width + x, 0)
     batch_offset = torch.arange(b, device=device).view(b, 1, 1, 1, 1, 1) * tokens
-    head = torch.arange(heads, device=device).view(1, 1, heads, 1, 1, 1)
-    rows = ((batch_offset + token) * heads + head).view(b * q * heads, levels * points * 4)
+    taps = levels * points * 4
+    return (batch_offset + token).view(b, q, heads, taps), corner_weight.reshape(b, q, heads, taps)
+
+
+def deformable_sample(value: torch.Tensor, shapes: list[tuple[int, int]], locations: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """Weighted bilinear sampling of a multi-level value map at per-query points.
+
+    value: ``(B, sum(h*w), heads, d)``; locations: ``(B, Q, heads, levels, points, 2)`` as (x, y) in
+    [0, 1]; weights: ``(B, Q, heads, levels, points)``. Returns ``(B, Q, heads*d)``.
+
+    Same values and gradients as ``F.grid_sample`` per level (bilinear, zero padding,
+    ``align_corners=False``) followed by the weighted sum, but as one ``F.embedding_bag``: every
+    (query, head) output row is a weighted sum of the value rows at its ``levels x points x 4`` corner
+    pixels, with the bilinear and attention weights multiplied into one per-corner weight. That reads
+    each corner's ``d`` channels as one contiguous row (``value`` keeps heads x d innermost) and never
+    materialises the sampled points: ~3x faster than grid_sample on CPU at RT-DETR's sizes.
+    """
+    b, tokens, heads, d = value.shape
+    rows, corner_weight = _corner_taps(shapes, tokens, locations, weights)
+    head = torch.arange(heads, device=value.device).view(1, 1, heads, 1)
+    rows = (rows * heads + head).view(-1, rows.shape[-1])
     out = F.embedding_bag(rows, value.reshape(b * tokens * heads, d), mode="sum",
                           per_sample_weights=corner_weight.reshape(rows.shape).to(value.dtype))
-    return out.view(b, q, heads * d)
+    return out.view(b, -1, heads * d)
+
+
+def deformable_sample_projected(memory: torch.Tensor, shapes: list[tuple[int, int]], locations: torch.Tensor,
+                                weights: torch.Tensor, proj: nn.Linear,
+                                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`deformable_sample` of ``proj(memory)`` (split into heads), computed by sampling first.
+
+    memory: ``(B, T, C)``; ``proj``: ``C -> heads*d``; ``memory_mask``: bool ``(B, T)``, True = padding
+    (its projected value counts as zero, bias included). Returns ``(B, Q, heads*d)``.
+
+    Sampling and the projection are both linear, so each (query, head) row gathers its weighted
+    corners of the raw ``C``-channel memory and projects that one vector with its head's slice of
+    ``proj``; the bias enters once per row, scaled by the row's total in-map corner weight (zero
+    padding contributes no bias). At RT-DETR's sizes that is ~115k corner rows per layer instead of
+    projecting every one of the 8400 tokens: 7.9 -> 3.2 ms per decoder layer at 640 (batch 1), and
+    half the time in training.
+    """
+    b, tokens, c = memory.shape
+    heads = locations.shape[2]
+    d = proj.weight.shape[0] // heads
+    rows, corner_weight = _corner_taps(shapes, tokens, locations, weights)
+    if memory_mask is not None:
+        corner_weight = corner_weight * ~memory_mask.reshape(-1)[rows]
+    corner_weight = corner_weight.to(memory.dtype)
+    gathered = F.embedding_bag(rows.view(-1, rows.shape[-1]), memory.reshape(b * tokens, c), mode="sum",
+                               per_sample_weights=corner_weight.view(-1, rows.shape[-1]))
+    # per head: (heads, B*Q, C) @ (heads, C, d), plus the bias times the row's corner-weight total
+    by_head = gathered.view(-1, heads, c).transpose(0, 1)
+    weight_total = corner_weight.sum(-1).view(-1, heads).t().unsqueeze(-1)  # (heads, B*Q, 1)
+    bias = proj.bias.view(heads, 1, d) * weight_total if proj.bias is not None else None
+    head_weight = proj.weight.view(heads, d, c).transpose(1, 2)
+    out = torch.bmm(by_head, head_weight) if bias is None else torch.baddbmm(bias, by_head, head_weight)
+    return out.transpose(0, 1).reshape(b, -1, heads * d)
 
 
 class MSDeformAttn(nn.Module):
@@ -151,10 +199,6 @@ class MSDeformAttn(nn.Module):
         tokens = sum(h * w for h, w in shapes)
         if tokens != value.shape[1]:
             raise ValueError(f"value has {value.shape[1]} tokens but level shapes {shapes} need {tokens}")
-        value = linear_act(value, self.value_proj)
-        if value_mask is not None:
-            value = value.masked_fill(value_mask[..., None], 0.0)
-        value = value.view(b, value.shape[1], self.n_heads, self.d_model // self.n_heads)
         offsets = linear_act(query, self.sampling_offsets).view(b, q, self.n_heads, self.n_levels, self.n_points, 2)
         weights = linear_act(query, self.attention_weights).view(b, q, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(b, q, self.n_heads, self.n_levels, self.n_points)
@@ -165,7 +209,8 @@ class MSDeformAttn(nn.Module):
             locations = ref[:, :, None, :, None, :2] + offsets / self.n_points * ref[:, :, None, :, None, 2:] * 0.5
         else:
             raise ValueError(f"reference must end in 2 (points) or 4 (boxes), got {tuple(ref.shape)}")
-        return linear_act(deformable_sample(value, shapes, locations, weights), self.output_proj)
+        sampled = deformable_sample_projected(value, shapes, locations, weights, self.value_proj, value_mask)
+        return linear_act(sampled, self.output_proj)
 
 
 class DeformableDecoderLayer(nn.Module):
