@@ -14,7 +14,9 @@ from zoo.config import resolve_spec
 from zoo.errors import ConfigError
 from zoo.model import Model
 from zoo.nn.rtdetr import AIFI, RepConv, sincos_position_embedding_2d
-from zoo.nn.rtdetr_decoder import RTDETRDecoder, deformable_sample, deformable_sample_projected, generate_anchors
+from zoo.nn.rtdetr_decoder import (
+    MultiheadAttention, RTDETRDecoder, deformable_sample, deformable_sample_projected, generate_anchors,
+)
 from zoo.nn.rtdetr_denoising import denoising_queries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -273,6 +275,42 @@ def test_sampling_before_projecting_matches_projecting_first(batch, shapes, mask
         results.append((out, *torch.autograd.grad((out * upstream).sum(), inputs)))
     for ref, got in zip(*results):
         assert (ref - got).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_multihead_attention_matches_torch(grad) -> None:
+    """Same parameters as nn.MultiheadAttention (batch-first), same outputs: self-attention with one
+    tensor as q and k (one fused q/k GEMM), distinct q/k/v, and a blocking mask; with autograd on (the
+    plain ops) and off (the fused oneDNN linears)."""
+    torch.manual_seed(0)
+    ours = MultiheadAttention(32, 4).eval()
+    ref = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    nn.init.normal_(ours.in_proj_bias)
+    nn.init.normal_(ours.out_proj.bias)
+    ref.load_state_dict(ours.state_dict())
+    qk, v, other = torch.randn(2, 9, 32), torch.randn(2, 9, 32), torch.randn(2, 9, 32)
+    mask = torch.rand(9, 9) < 0.3
+    mask.fill_diagonal_(False)  # no fully blocked row
+    with torch.set_grad_enabled(grad):
+        for q, k, m in ((qk, qk, None), (qk, qk, mask), (qk, other, None)):
+            expected = ref(q, k, v, attn_mask=m, need_weights=False)[0]
+            assert torch.allclose(ours(q, k, v, m), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_encoder_scores_zero_the_invalid_cells(grad) -> None:
+    """Invalid cells are zeroed before the memory projection (so they project to its bias), whichever
+    way the head computes it."""
+    torch.manual_seed(0)
+    head = RTDETRDecoder(nc=5, ch=(16, 16), hd=32, nq=7, ndp=2, nh=4, ndl=1, d_ffn=64).eval()
+    nn.init.normal_(head.enc_output[0].bias)
+    feats = torch.randn(2, 30, 32)
+    valid = torch.rand(1, 30, 1) < 0.7
+    with torch.set_grad_enabled(grad):
+        memory, scores = head.encoder_scores(feats, valid)
+        expected = head.enc_output(valid * feats)
+        assert torch.allclose(memory, expected, atol=1e-5)
+        assert torch.allclose(scores, head.enc_score_head(expected), atol=1e-5)
 
 
 def test_repconv_fuse_with_identity_branch() -> None:
