@@ -30,12 +30,12 @@ __all__ = [
 
 
 def max_pool_2x2_stride1(x: torch.Tensor) -> torch.Tensor:
-    """``nn.MaxPool2d(2, stride=1)`` as three element-wise maxima of shifted views:
+    """``nn.MaxPool2d(2, stride=1)`` as two element-wise maxima of shifted views, across then down:
     ``(B, C, H, W) -> (B, C, H-1, W-1)``, same values, ~3x faster than the pooling kernel on a
-    channels-last CPU map. Used without autograd (the pooling op routes tied gradients differently)."""
-    top = torch.maximum(x[..., :-1, :-1], x[..., :-1, 1:])
-    bottom = torch.maximum(x[..., 1:, :-1], x[..., 1:, 1:])
-    return torch.maximum(top, bottom)
+    channels-last CPU map (one pass fewer and one map fewer than pairing the four corners).
+    Used without autograd (the pooling op routes tied gradients differently)."""
+    across = torch.maximum(x[..., :-1], x[..., 1:])
+    return torch.maximum(across[..., :-1, :], across[..., 1:, :])
 
 
 @register(wiring=io_mid(spatial=fixed_stride(4)))
