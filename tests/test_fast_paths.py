@@ -295,3 +295,33 @@ def test_tall_linear_packed_weights_go_with_their_layer():
     del linear
     gc.collect()
     assert key not in fast_cpu._PACKED_LINEAR
+
+
+@pytest.mark.parametrize("dk,dv", [(32, 64), (48, 16)])
+def test_attention_with_unequal_head_dims_matches_unfused(dk, dv):
+    """q/k and v of different head dims are zero-padded to one width for the fused CPU kernel: same
+    output and gradients as the math kernel, and FLOP counts stay those of the unpadded matmuls."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zoo.nn.common import attention
+
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 50, dk, requires_grad=True), torch.randn(2, 3, 40, dk, requires_grad=True)
+    v = torch.randn(2, 3, 40, dv, requires_grad=True)
+    bias = torch.randn(50, 40)
+    upstream = torch.randn(2, 3, 50, dv)
+    for scale in (None, 0.3):  # None: 1/sqrt of the keys' own width, not of the padded one
+        results = []
+        for run in (lambda: attention(q, k, v, bias, scale=scale), lambda: _math_attention(q, k, v, bias, scale)):
+            out = run()
+            results.append((out, *torch.autograd.grad((out * upstream).sum(), (q, k, v))))
+        for got, ref in zip(*results):
+            assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        attention(q, k, v)
+    assert counter.get_total_flops() == 2 * 2 * 3 * 50 * 40 * (dk + dv)
+
+
+def _math_attention(q, k, v, bias, scale):
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return ((q @ k.transpose(-2, -1)) * scale + bias).softmax(-1) @ v
