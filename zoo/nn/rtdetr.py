@@ -227,12 +227,15 @@ class AIFI(nn.Module):
         b, c, h, w = x.shape
         pos = sincos_position_embedding_2d(h, w, c, device=x.device, dtype=x.dtype)
         src = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        # one tensor as query and key lets the attention project both in one GEMM
         if self.normalize_before:
             y = self.norm1(src)
-            src = src + self.drop(self.ma(y + pos, y + pos, y))
+            qk = y + pos
+            src = src + self.drop(self.ma(qk, qk, y))
             src = src + self._ffn(self.norm2(src))
         else:
-            src = self.norm1(src + self.drop(self.ma(src + pos, src + pos, src)))
+            qk = src + pos
+            src = self.norm1(src + self.drop(self.ma(qk, qk, src)))
             src = self.norm2(src + self._ffn(src))
         return src.transpose(1, 2).reshape(b, c, h, w)
 
