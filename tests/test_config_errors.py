@@ -51,6 +51,9 @@ CASES = [
     (_broken("backbone", 0, 1, 0), r"row 0 \(backbone\): 'repeats' must be a positive integer"),
     (_broken("head", 1, 0, [-1, 2]),
      r"row 5 \(head\): Concat \(input rows \[4, 2\]\): concatenates maps of different resolutions \(strides \[2.0, 4.0\]\)"),
+    # found by the fuzzer below: a head's class count of 0 (or False) was a ZeroDivisionError
+    (_broken("head", 3, 3, [0]), r"row 7 \(head\): v10Detect.*needs a positive class count nc, got 0"),
+    (_broken("head", 3, 3, [False]), r"row 7 \(head\): v10Detect.*needs a positive class count nc, got False"),
 ]
 
 
@@ -129,3 +132,17 @@ def test_mutated_configs_raise_only_config_errors(cfg):
         assert "\n" not in text and text.startswith("<dict>")
     else:
         assert isinstance(model.records, tuple)
+
+
+def test_a_head_rejecting_declared_strides_is_a_config_error(monkeypatch):
+    """Without a trial run, a head's set_strides failure is reported like the trial run reports it:
+    one ConfigError naming the row, not a bare exception."""
+    from zoo.nn.yolov10 import v10Detect
+
+    def refuse(self, strides):
+        raise RuntimeError("no such stride")
+
+    monkeypatch.setattr(v10Detect, "set_strides", refuse)
+    with pytest.raises(ConfigError, match=r"yolov10n.yaml: row 23 \(head\): v10Detect cannot take its input "
+                                          r"strides \[8.0, 16.0, 32.0\]: RuntimeError: no such stride"):
+        Model(CFG / "yolov10n.yaml")

@@ -192,8 +192,18 @@ class Model(nn.Module):
         return self._head_strides(strides)
 
     def _apply_strides(self, strides: Mapping[int, Any]) -> torch.Tensor:
-        for i in range(len(self.records)):
-            self._bind_strides(i, strides)
+        for i, rec in enumerate(self.records):
+            try:
+                self._bind_strides(i, strides)
+            except ConfigError:
+                raise
+            except Exception as exc:  # a head's set_strides rejecting its args, as the trial run reports it
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                raise ConfigError(
+                    f"{rec.module} cannot take its input strides {self._input_strides(i, strides)}: "
+                    f"{type(exc).__name__}: {detail}; check the row's args and 'from'",
+                    file=self.source, row=rec.index, section=rec.section,
+                ) from None
         return self._head_strides(strides)
 
     def _head_strides(self, strides: Mapping[int, Any]) -> torch.Tensor:

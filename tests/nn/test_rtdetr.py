@@ -15,7 +15,7 @@ from zoo.errors import ConfigError
 from zoo.model import Model
 from zoo.nn.rtdetr import AIFI, RepConv, sincos_position_embedding_2d
 from zoo.nn.rtdetr_decoder import (
-    MultiheadAttention, RTDETRDecoder, deformable_sample, deformable_sample_projected, generate_anchors,
+    MultiheadAttention, RTDETRDecoder, deformable_sample_projected, generate_anchors,
 )
 from zoo.nn.rtdetr_denoising import denoising_queries
 
@@ -206,11 +206,15 @@ def test_anchors_and_valid_mask() -> None:
 
 def test_deformable_sampling_reads_pixel_centres() -> None:
     h, w, heads, d = 3, 4, 2, 5
-    value = torch.randn(1, h * w, heads, d)
+    memory = torch.randn(1, h * w, heads * d)
+    identity = nn.Linear(heads * d, heads * d)
+    nn.init.eye_(identity.weight)
+    nn.init.zeros_(identity.bias)
     y, x = 2, 1
     loc = torch.tensor([(x + 0.5) / w, (y + 0.5) / h]).view(1, 1, 1, 1, 1, 2).expand(1, 1, heads, 1, 1, 2)
-    out = deformable_sample(value, [(h, w)], loc, torch.ones(1, 1, heads, 1, 1))
-    assert torch.allclose(out.view(heads, d), value[0, y * w + x], atol=1e-6)
+    with torch.no_grad():
+        out = deformable_sample_projected(memory, [(h, w)], loc, torch.ones(1, 1, heads, 1, 1), identity)
+    assert torch.allclose(out.view(heads * d), memory[0, y * w + x], atol=1e-6)
 
 
 def _grid_sample_reference(value, shapes, locations, weights):
@@ -227,24 +231,6 @@ def _grid_sample_reference(value, shapes, locations, weights):
     stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*heads, d, Q, levels*points)
     w = weights.transpose(1, 2).reshape(b * heads, 1, q, levels * points)
     return (stacked * w).sum(-1).view(b, heads * d, q).transpose(1, 2)
-
-
-@pytest.mark.parametrize("batch,shapes", [(1, [(20, 20), (10, 10), (5, 5)]), (2, [(7, 9), (4, 5)])])
-def test_deformable_sample_matches_grid_sample_values_and_gradients(batch, shapes) -> None:
-    torch.manual_seed(0)
-    tokens, levels = sum(h * w for h, w in shapes), len(shapes)
-    value = torch.randn(batch, tokens, 4, 8, requires_grad=True)
-    # some points off the map on every side: zero padding must match too
-    locations = (torch.rand(batch, 11, 4, levels, 3, 2) * 1.4 - 0.2).requires_grad_()
-    weights = torch.rand(batch, 11, 4, levels, 3, requires_grad=True)
-    upstream = torch.randn(batch, 11, 32)
-    results = []
-    for fn in (_grid_sample_reference, deformable_sample):
-        out = fn(value, shapes, locations, weights)
-        grads = torch.autograd.grad((out * upstream).sum(), (value, locations, weights))
-        results.append((out, *grads))
-    for ref, got in zip(*results):
-        assert (ref - got).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
 
 
 @pytest.mark.parametrize("batch,shapes,masked", [(1, [(20, 20), (10, 10), (5, 5)], False),

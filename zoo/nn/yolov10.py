@@ -324,6 +324,8 @@ class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
         self.end2end = end2end
         if not ch:
             raise ValueError("v10Detect needs the channels of its input levels")
+        if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+            raise ValueError(f"v10Detect needs a positive class count nc, got {nc!r}")
         self.nc = nc
         self.nl = len(ch)
         self.reg_max = reg_max
