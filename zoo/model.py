@@ -179,12 +179,9 @@ class Model(nn.Module):
         except ConfigError:
             raise
         except Exception as exc:
-            rec = self.records[next_row]
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise ConfigError(
-                f"{rec.module} fails on its input in the build's trial run ({size}x{size} image): "
-                f"{type(exc).__name__}: {detail}; check the row's 'from' and channel args against the rows it reads",
-                file=self.source, row=rec.index, section=rec.section,
+            raise self._row_error(
+                self.records[next_row], f"fails on its input in the build's trial run ({size}x{size} image)", exc,
+                "check the row's 'from' and channel args against the rows it reads",
             ) from None
         finally:
             torch.set_num_threads(threads)
@@ -198,13 +195,16 @@ class Model(nn.Module):
             except ConfigError:
                 raise
             except Exception as exc:  # a head's set_strides rejecting its args, as the trial run reports it
-                detail = str(exc).splitlines()[0] if str(exc) else ""
-                raise ConfigError(
-                    f"{rec.module} cannot take its input strides {self._input_strides(i, strides)}: "
-                    f"{type(exc).__name__}: {detail}; check the row's args and 'from'",
-                    file=self.source, row=rec.index, section=rec.section,
-                ) from None
+                raise self._row_error(rec, f"cannot take its input strides {self._input_strides(i, strides)}", exc,
+                                      "check the row's args and 'from'") from None
         return self._head_strides(strides)
+
+    def _row_error(self, rec: RowRecord, problem: str, exc: Exception, fix: str) -> ConfigError:
+        """A build-time failure of row ``rec`` as one config error line: the problem, the exception's
+        first line and the fix."""
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        return ConfigError(f"{rec.module} {problem}: {type(exc).__name__}: {detail}; {fix}",
+                           file=self.source, row=rec.index, section=rec.section)
 
     def _head_strides(self, strides: Mapping[int, Any]) -> torch.Tensor:
         head_strides = [s for s in self._input_strides(len(self.records) - 1, strides) if isinstance(s, (int, float))]
