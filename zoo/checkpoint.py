@@ -207,6 +207,20 @@ class LoadReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
+    @property
+    def unfit(self) -> int:
+        """Tensors of the model the file did not give a value for (missing or of another shape)."""
+        return len(self.missing) + len(self.mismatched)
+
+    def require_fit(self, consequence: str) -> None:
+        """Refuse a load that would leave some of the model at its random initial values."""
+        if self.unfit:
+            total = len(self.loaded) + self.unfit
+            first = [k for k, _, _ in self.mismatched[:2]] + self.missing[:2]
+            raise CheckpointError(
+                f"{self.source}: {self.unfit} of {total} tensors do not fit the model ({len(self.mismatched)} "
+                f"shape-mismatched, {len(self.missing)} missing; e.g. {', '.join(first[:3])}); {consequence}")
+
     def __str__(self) -> str:
         total = len(self.loaded) + len(self.missing) + len(self.mismatched)
         lines = [f"Transferred {len(self.loaded)}/{total} tensors from {self.source} (layout: {self.layout}); "
@@ -233,6 +247,15 @@ def _as_checkpoint(src: str | Path | Checkpoint | Mapping[str, torch.Tensor]) ->
             raise CheckpointError("a state dict must map names to tensors")
         return Checkpoint(dict(src), None, "state_dict", "<state dict>")
     return read_checkpoint(src)
+
+
+def _nonfinite(state: Mapping[str, torch.Tensor], model: "Model") -> list[str]:
+    """Keys of learned values (parameters, normalisation statistics) that hold NaN or inf. Other
+    buffers may hold inf on purpose (e.g. masked anchor cells), so they are not judged."""
+    learned = {name for name, _ in model.named_parameters()}
+    return [k for k, v in state.items()
+            if (k in learned or k.endswith(("running_mean", "running_var"))) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
 
 
 def load_weights(model: "Model", src: str | Path | Checkpoint | Mapping[str, torch.Tensor], strict: bool = False,
@@ -263,6 +286,11 @@ def load_weights(model: "Model", src: str | Path | Checkpoint | Mapping[str, tor
             to_load[key] = value
             report.loaded.append(key)
     report.missing = [k for k in own if k not in state]
+    broken = _nonfinite(to_load, model)
+    if broken:
+        raise CheckpointError(
+            f"{ckpt.source}: {len(broken)} of {len(to_load)} tensors hold NaN or inf values (e.g. {', '.join(broken[:3])}); "
+            "the file is corrupt or comes from a diverged run, so zoo will not load it")
     if strict and not report.ok:
         raise CheckpointError(f"strict load failed:\n{report}")
     model.load_state_dict(to_load, strict=False)

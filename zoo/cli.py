@@ -30,13 +30,15 @@ def shipped_cfgs() -> list[Path]:
     return sorted(root.glob("*.yaml")) if root.is_dir() else []
 
 
-def build_model(source: str, scale: str | None = None, nc: int | None = None, plugins: Sequence[str] = ()):
-    """A model from a YAML cfg or a checkpoint (``.pt``/``.pth``) that carries its config."""
+def build_model(source: str, scale: str | None = None, nc: int | None = None, plugins: Sequence[str] = (),
+                trust_plugins: bool = False):
+    """A model from a YAML cfg or a checkpoint (``.pt``/``.pth``) that carries its config; plugins a
+    checkpoint names are imported only when given in ``plugins`` or with ``trust_plugins``."""
     from zoo.model import Model
 
     path = Path(source)
     if path.suffix in (".pt", ".pth"):
-        overrides = {"plugins": tuple(plugins)}
+        overrides: dict = {"plugins": tuple(plugins), "trust_plugins": trust_plugins}
         if scale:
             overrides["scale"] = scale
         if nc:
@@ -50,7 +52,7 @@ def _imgsz(values: list[int]) -> int | tuple[int, int]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    model = build_model(args.cfg, args.scale, args.nc, args.plugin)
+    model = build_model(args.cfg, args.scale, args.nc, args.plugin, args.trust_plugins)
     if args.fuse:
         model.fuse()
     result = model.info(imgsz=_imgsz(args.imgsz), detailed=args.detailed)
@@ -84,6 +86,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                         help="import a .py file or module that registers extra blocks (repeatable)")
+    parser.add_argument("--trust-plugins", action="store_true",
+                        help="import the plugins a checkpoint's config names (runs their code: only for files you trust)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooError as exc:
         print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (with how to resume, when the command knows)
+        print(f"zoo {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 def run() -> None:

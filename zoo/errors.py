@@ -44,3 +44,7 @@ class CheckpointError(ZooError):
 
 class DataError(ZooError):
     """A dataset is missing, empty or malformed beyond what can be skipped."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``str()`` says where it stopped and how to resume."""

@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
-from zoo.builder import RowRecord, parse_model
+from zoo.builder import RowRecord, build_limits, parse_model
 from zoo.config import ModelSpec, resolve_spec
-from zoo.errors import ConfigError
+from zoo.errors import CheckpointError, ConfigError
 
 __all__ = ["Model"]
 
@@ -60,14 +60,17 @@ class Model(nn.Module):
         trial_run: run every row once on a small image at build time even when every row's wiring
             declares its spatial rule (the run is needed, and made, whenever one does not: it is how
             the heads learn their input strides then).
+        max_params: refuse (ConfigError, before allocating) a model with more parameters than this,
+            or a row whose output at 640x640 holds more values; default: the limit in force
+            (:func:`zoo.builder.build_limits`, 1e9 unless raised).
     """
 
     def __init__(self, cfg: str | Path | Mapping[str, Any], scale: str | None = None, nc: int | None = None,
                  ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = (),
-                 trial_run: bool = False) -> None:
+                 trial_run: bool = False, max_params: int | None = None) -> None:
         super().__init__()
         spec = resolve_spec(cfg, scale=scale, nc=nc)
-        with _gc_paused():
+        with _gc_paused(), build_limits(max_params):
             self._build(spec, ch, plugins, trial_run)
         if verbose:
             self.info()
@@ -259,15 +262,71 @@ class Model(nn.Module):
         return load_weights(self, path, strict=strict, verbose=verbose)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **overrides: Any) -> "Model":
-        """Build the model a checkpoint describes (its stored config) and load its weights."""
+    def from_checkpoint(cls, path: str | Path, plugins: tuple[str, ...] = (), trust_plugins: bool = False,
+                        **overrides: Any) -> "Model":
+        """Build the model a checkpoint describes (its stored config) and load its weights.
+
+        Reading a checkpoint never imports code: plugins its config names are imported only when the
+        caller gives them (``plugins``, matched by file name or module name) or sets ``trust_plugins``.
+        """
         from zoo.checkpoint import read_checkpoint
 
         ckpt = read_checkpoint(path)
         if ckpt.config is None:
             raise ConfigError("checkpoint carries no model config; build with Model(cfg) and call .load(path)", file=str(path))
-        kwargs = {"scale": ckpt.config.get("scale"), "plugins": tuple(ckpt.plugins)}
+        config = dict(ckpt.config)
+        allowed = allowed_plugins(ckpt, tuple(plugins), trust_plugins)
+        if allowed or "plugins" in config:  # the stored names are replaced by what may be imported
+            config["plugins"] = allowed
+        kwargs = {"scale": config.get("scale"), "plugins": tuple(plugins)}
         kwargs.update(overrides)
-        model = cls(ckpt.config, **kwargs)
-        model.load(ckpt, strict=False, verbose=False)
+        model = cls(config, **kwargs)
+        report = model.load(ckpt, strict=False, verbose=False)
+        if not {"nc", "scale"} & {k for k, v in overrides.items() if v is not None and v != config.get(k)}:
+            # the file describes this very model: anything it does not fill would run on random weights
+            report.require_fit("the checkpoint does not match the config it carries (corrupt or edited?)")
         return model
+
+
+def _plugin_key(spec: str) -> str:
+    """What a plugin is known by: a file's name (folders differ between machines) or a module name."""
+    return Path(spec).name if spec.endswith(".py") else spec
+
+
+def allowed_plugins(ckpt: Any, given: tuple[str, ...], trust: bool) -> list[str]:
+    """The plugins a checkpoint's config names, as they may be imported: each one the user gave
+    (``given``), or, with ``trust``, the named file looked up beside the checkpoint and its run folder.
+    A checkpoint is data, so a named plugin that is neither is refused with one line."""
+    named: list[str] = []
+    for spec in list((ckpt.config or {}).get("plugins") or []) + list(ckpt.plugins):
+        if not isinstance(spec, str):
+            raise ConfigError(f"'plugins' must be a list of .py files or module names, got {spec!r}", file=ckpt.source)
+        if spec not in named:
+            named.append(spec)
+    by_key = {_plugin_key(g): g for g in given}
+    allowed, refused = [], []
+    for spec in named:
+        if _plugin_key(spec) in by_key:
+            allowed.append(by_key[_plugin_key(spec)])
+        elif trust:
+            allowed.append(_locate_plugin(spec, Path(ckpt.source)))
+        else:
+            refused.append(spec)
+    if refused:
+        raise CheckpointError(
+            f"{ckpt.source}: its config names plugin(s) {', '.join(refused)}, and loading a checkpoint never imports "
+            "code; give each with --plugin FILE_OR_MODULE (Python: plugins=...), or pass --trust-plugins "
+            "(trust_plugins=True) to import what the checkpoint names")
+    return allowed
+
+
+def _locate_plugin(spec: str, ckpt_path: Path) -> str:
+    """A trusted checkpoint's plugin file: as written if absolute, else beside the checkpoint, in its
+    run folder (``RUN/weights/last.pt`` -> ``RUN``), else relative to the current folder."""
+    if not spec.endswith(".py") or Path(spec).is_absolute():
+        return spec
+    for folder in (ckpt_path.parent, ckpt_path.parent.parent):
+        for candidate in (folder / spec, folder / Path(spec).name):
+            if candidate.is_file():
+                return str(candidate.resolve())
+    return spec

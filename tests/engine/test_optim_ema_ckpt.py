@@ -12,7 +12,8 @@ import torch.nn as nn
 from zoo.engine.ckpt import atomic_save, capture_rng, load_training_checkpoint, restore_rng
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer, parameter_groups
-from zoo.engine.setup import TrainSetupError, increment_path, select_device
+from zoo.engine.run_folder import increment_path
+from zoo.engine.setup import TrainSetupError, select_device
 from zoo.errors import CheckpointError
 
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from zoo.bench import benchmark, format_result
     from zoo.cli import build_model
 
-    model = build_model(args.cfg, args.scale, args.nc, args.plugin)
+    model = build_model(args.cfg, args.scale, args.nc, args.plugin, args.trust_plugins)
     if args.fuse:
         model.deploy()
     if args.imgsz:

@@ -111,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
     from zoo.engine.plotting import draw_boxes, draw_label
 
     info = _checkpoint_info(args.cfg)
-    model = build_model(args.cfg, args.scale, None, list(getattr(args, "plugin", None) or []))
+    model = build_model(args.cfg, args.scale, None, list(getattr(args, "plugin", None) or []),
+                        bool(getattr(args, "trust_plugins", False)))
     if args.weights:
-        model.load(args.weights, verbose=True)
+        model.load(args.weights, verbose=True).require_fit("predicting with it would use random weights")
     model.to(torch.device(args.device)).eval()
     task = model.task
     trained_size = (info.get("args") or {}).get("imgsz")

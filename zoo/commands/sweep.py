@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     from zoo.bench import resolve_device
-    from zoo.engine.setup import increment_path
+    from zoo.engine.run_folder import increment_path
     from zoo.model import Model
     from zoo.plots import plot_sweep
     from zoo.sweep import (expand_variants, model_signature, parse_set, read_csv, signature_hash,

@@ -15,7 +15,7 @@ __all__ = ["add_arguments", "run", "reconstruct_argv"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg", help="model YAML, or a checkpoint that carries its config")
+    p.add_argument("cfg", nargs="?", help="model YAML, or a checkpoint that carries its config (not needed with --resume)")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="data.yaml (YOLO or COCO layout), COCO .json, ImageFolder dir, or "
                                   "'shapes[:key=value,...]' (default: the embedded shapes dataset)")
@@ -92,13 +92,15 @@ def reconstruct_argv(args: argparse.Namespace) -> list[str]:
     add_arguments(parser)
     if not any(a.dest == "plugin" for a in parser._actions):
         parser.add_argument("--plugin", action="append", default=[])
+        parser.add_argument("--trust-plugins", action="store_true")
     argv: list[str] = ["train"]
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction) or not hasattr(args, action.dest):
             continue
         value = getattr(args, action.dest)
         if not action.option_strings:
-            argv.append(str(value))
+            if value is not None:
+                argv.append(str(value))
             continue
         flag = action.option_strings[0]
         if isinstance(action, argparse.BooleanOptionalAction):
@@ -130,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume == "latest":
         args.resume = str(_latest_last_pt())
+    if not args.cfg and not args.resume:
+        raise TrainSetupError("give a model (a cfg such as cfg/yolov10n.yaml, or a checkpoint) or --resume LAST_PT")
     info = ddp.dist_info()
     try:
         gpu_ids = ddp.cuda_device_ids(args.device)

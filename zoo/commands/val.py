@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.imgsz is None and trained.get("imgsz"):
         args.imgsz = trained["imgsz"]
     device = select_device(args.device)
-    model, task, imgsz = build_for_task(args, verbose=False)
+    model, task, imgsz = build_for_task(args, verbose=False, partial_weights=False)
     model.to(device).eval()
     dataset = task.build_dataset(args.split, imgsz, augment=False)
     loader = build_dataloader(dataset, max(1, args.batch), task.collate, shuffle=False, workers=args.workers)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,25 @@ __all__ = ["atomic_save", "capture_rng", "restore_rng", "load_training_checkpoin
 FORMAT = "zoo-train/1"
 
 
+# Tests make a kill land inside a checkpoint write: ZOO_STALL_SAVE="best.pt:1" makes the first write
+# of best.pt stop before its rename, touch "<tmp>.stalled" and wait to be killed
+STALL_ENV = "ZOO_STALL_SAVE"
+_writes: dict[str, int] = {}
+
+
+def _maybe_stall(path: Path, tmp: Path) -> None:
+    name, _, nth = os.environ.get(STALL_ENV, "").partition(":")
+    if name != path.name:
+        return
+    _writes[name] = _writes.get(name, 0) + 1
+    if _writes[name] == int(nth or 1):
+        Path(f"{tmp}.stalled").touch()
+        time.sleep(600)
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``: a crash
-    mid-write leaves the previous file intact."""
+    mid-write leaves the previous file intact (and a temporary that the next run removes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -44,6 +61,7 @@ def atomic_save(obj: Any, path: Path) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        _maybe_stall(path, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,4 +1,4 @@
-"""Setting up a run: device choice, the model + task + data triple, freezing, run folder naming."""
+"""Setting up a run: device choice, the model + task + data triple, freezing."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from zoo.engine.ddp import DistInfo, cuda_device_ids
 from zoo.engine.tasks.base import task_for
 from zoo.errors import ZooError
 
-__all__ = ["TrainSetupError", "select_device", "build_for_task", "freeze", "increment_path", "plain_args"]
+__all__ = ["TrainSetupError", "select_device", "build_for_task", "freeze", "plain_args"]
 
 
 class TrainSetupError(ZooError):
@@ -44,16 +44,6 @@ def select_device(spec: str | None, info: DistInfo = DistInfo()) -> torch.device
     return torch.device("cuda", ids[0])
 
 
-def increment_path(path: Path, exist_ok: bool) -> Path:
-    """``path`` itself if free (or ``exist_ok``), else ``path2``, ``path3``, ..."""
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while path.with_name(f"{path.name}{n}").exists():
-        n += 1
-    return path.with_name(f"{path.name}{n}")
-
-
 def plain_args(args: argparse.Namespace) -> dict[str, Any]:
     """The namespace as YAML / weights-only-safe plain values (callables dropped, paths as str)."""
     out: dict[str, Any] = {}
@@ -80,9 +70,10 @@ def freeze(model: nn.Module, prefixes: list[str]) -> int:
     return frozen
 
 
-def build_for_task(args: argparse.Namespace, verbose: bool = True):
+def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weights: bool = True):
     """Build the model from ``args.cfg`` (YAML or checkpoint), pick its task, resolve the data and make
-    the head's class count match it, load ``--weights`` and apply ``--freeze``.
+    the head's class count match it, load ``--weights`` (all of them unless ``partial_weights``, which
+    training allows for fine-tuning) and apply ``--freeze``.
 
     Returns ``(model, task, imgsz)``.
     """
@@ -90,11 +81,14 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True):
     from zoo.model import Model
 
     plugins = list(getattr(args, "plugin", None) or [])
-    model = build_model(str(args.cfg), getattr(args, "scale", None), None, plugins)
-    if str(args.cfg).endswith((".pt", ".pth")):
+    # a resumed run is built from the config its checkpoint carries (plugins it names need the user's
+    # say-so), not from a cfg path that was relative to where the run started
+    source = str(getattr(args, "resume", None) or args.cfg)
+    model = build_model(source, getattr(args, "scale", None), None, plugins, bool(getattr(args, "trust_plugins", False)))
+    if source.endswith((".pt", ".pth")):
         from zoo.checkpoint import read_checkpoint
 
-        model.name = str(read_checkpoint(args.cfg).extra.get("name") or Path(args.cfg).stem)
+        model.name = str(read_checkpoint(source).extra.get("name") or Path(source).stem)
     task_cls = task_for(model)
     task = task_cls(args, model)
     imgsz = int(args.imgsz or model.yaml.get("imgsz") or task.default_imgsz)
@@ -104,8 +98,8 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True):
             print(f"{model.name}: nc {model.nc} -> {len(names)} to match the data")
         rebuilt = Model(model.yaml, scale=model.scale, nc=len(names), plugins=tuple(model.plugins))
         rebuilt.name, rebuilt.source = model.name, model.source
-        if str(args.cfg).endswith((".pt", ".pth")):
-            rebuilt.load(str(args.cfg), verbose=verbose)
+        if source.endswith((".pt", ".pth")):
+            rebuilt.load(source, verbose=verbose)
         spec = task.spec
         model = rebuilt
         task = task_cls(args, model)
@@ -113,7 +107,12 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True):
     if names:
         model.names = dict(enumerate(names))
     if getattr(args, "weights", None):
-        model.load(str(args.weights), verbose=verbose)
+        report = model.load(str(args.weights), verbose=verbose)
+        if not partial_weights:
+            report.require_fit("evaluating it would measure random weights; pass weights made for this model")
+        elif report.unfit > len(report.loaded):  # fine-tuning a new head is normal; most of the model is not
+            print(f"warning: only {len(report.loaded)} of {len(report.loaded) + report.unfit} tensors of "
+                  f"{args.weights} fit the model; the rest train from random initial values")
     patterns = list(getattr(args, "freeze", None) or [])
     if patterns:
         prefixes = [p for key in patterns for p in task.parameter_prefixes(model, key)]

@@ -33,12 +33,15 @@ from zoo.engine.ckpt import atomic_save, capture_rng, load_training_checkpoint, 
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer
 from zoo.engine.plotting import draw_boxes, plot_results, save_grid
-from zoo.engine.setup import build_for_task, increment_path, plain_args, select_device
+from zoo.engine.run_folder import RunLock, claim_run_folder, remove_stale_temporaries, trim_results
+from zoo.engine.setup import build_for_task, plain_args, select_device
+from zoo.errors import TrainingInterrupted
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
 
 Callback = Callable[["Trainer"], None]
-RESUME_KEEPS = ("device", "workers", "nproc", "resume", "exist_ok")  # taken from the new command line
+# taken from the new command line; plugins too, since a checkpoint is data and must not choose code to import
+RESUME_KEEPS = ("device", "workers", "nproc", "resume", "exist_ok", "plugin", "trust_plugins")
 
 
 @dataclass
@@ -87,20 +90,58 @@ class Trainer:
         self.names: list[str] = list(self.task.names)
         if self.resume_ckpt is not None:
             self.save_dir = Path(args.resume).resolve().parent.parent
-        else:
+        else:  # the folder is claimed (numbered if taken) when the run starts, in _setup
             project = Path(args.project) if args.project else Path("runs") / self.task.name
-            self.save_dir = increment_path(project / (args.name or "train"), bool(args.exist_ok))
-        self.weights_dir = self.save_dir / "weights"
-        self.csv_path = self.save_dir / "results.csv"
+            self.save_dir = project / (args.name or "train")
+        self.lock: RunLock | None = None
         self.epoch = 0
         self.best_fitness = -math.inf
         self.metrics: dict[str, float] = {}
 
+    @property
+    def weights_dir(self) -> Path:
+        return self.save_dir / "weights"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.save_dir / "results.csv"
+
     # ------------------------------------------------------------------ setup
+    def _claim_folder(self) -> None:
+        """Take the run folder for this process (rank 0): claim a fresh one or lock the resumed one,
+        then undo what a kill may have left half-done there."""
+        if self.resume_ckpt is None:
+            self.save_dir = claim_run_folder(self.save_dir, bool(self.args.exist_ok))
+        self.lock = RunLock(self.save_dir).acquire()
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(self.weights_dir)
+        if stale:
+            print(f"removed {len(stale)} unfinished checkpoint write(s) left by a killed run: "
+                  + ", ".join(p.name for p in stale))
+        if self.resume_ckpt is not None:
+            dropped = trim_results(self.csv_path, int(self.resume_ckpt["epoch"]) + 1)
+            if dropped:
+                print(f"results.csv: dropped {dropped} row(s) of epochs after the checkpoint (they run again)")
+            self._repair_best()
+
+    def _repair_best(self) -> None:
+        """A kill during the first best.pt write loses it, and the restored best fitness would stop
+        later epochs from writing it again: put back the newest weights we have (last.pt)."""
+        best = self.weights_dir / "best.pt"
+        last = Path(self.args.resume).resolve()
+        if best.exists() or not last.is_file():
+            return
+        atomic_save(self.resume_ckpt, best)
+        fitness = (self.resume_ckpt.get("metrics") or {}).get(self.task.fitness_key)
+        if fitness is not None:  # later epochs must beat what best.pt now holds, not a lost better one
+            self.resume_ckpt["best_fitness"] = float(fitness)
+        print(f"best.pt was missing (a write cut short?); restored it from {last.name} "
+              f"(epoch {int(self.resume_ckpt['epoch']) + 1})")
+
     def _setup(self) -> None:
         args, info = self.args, self.info
         if info.main:
-            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            self._claim_folder()
             (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain_args(args), sort_keys=False))
         self.model.to(self.device)
         if getattr(args, "channels_last", False):  # before the optimizer and EMA see the parameters
@@ -157,11 +198,27 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"]) + 1
         self.best_fitness = float(ckpt.get("best_fitness", -math.inf))
-        if self.info.main:
+        if self.info.main and self.epoch < int(self.args.epochs):
             print(f"Resuming {self.save_dir} from epoch {self.epoch + 1}/{self.args.epochs}")
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
+        try:
+            return self._train()
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted_message()) from None
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _interrupted_message(self) -> str:
+        last = self.weights_dir / "last.pt"
+        if self.info.main and last.is_file():
+            return (f"interrupted in epoch {self.epoch + 1}; resume with: zoo train --resume {last} "
+                    f"(continues after the last finished epoch)")
+        return f"interrupted in epoch {self.epoch + 1}, before the first checkpoint; nothing to resume"
+
+    def _train(self) -> TrainResult:
         self._setup()
         args, info = self.args, self.info
         epochs = int(args.epochs)
@@ -169,7 +226,8 @@ class Trainer:
             restore_rng(self.resume_ckpt["rng"])  # last: building the pieces above drew random numbers
             if self.epoch >= epochs:
                 return TrainResult("done", self.save_dir, epochs, self.best_fitness, self.metrics,
-                                   f"{self.save_dir} already finished its {epochs} epochs")
+                                   f"{self.save_dir} already finished its {epochs} epochs: nothing to resume "
+                                   f"(to train longer, start a new run with --weights {self.weights_dir / 'last.pt'})")
         if info.main:
             print(self._banner())
         self._run_callbacks("on_train_start")
