@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import resource
 
 import pytest
 import yaml
@@ -95,12 +96,35 @@ VALUES = st.one_of(
 )
 
 
+# scale entries and top-level multiples / nc: strings, bools, nan/inf, negative, huge
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 10**13),
+    st.sampled_from([0, 1e9, 1e300, 10**400, "abc", "1e3", None, True, [], 256.0]),
+)
+MULTIPLES = ["depth_multiple", "width_multiple", "max_channels", "nc"]
+
+
 @st.composite
 def mutated_configs(draw):
+    """``(cfg, alias)``: a mutated TINY, plus where to put a YAML alias (see ``_with_alias``). The alias
+    is applied inside the test so hypothesis never has to print a 10**8-value bomb."""
     cfg = copy.deepcopy(TINY)
+    alias = None
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["cell", "arg", "drop_arg", "drop_row", "top"]))
+        kind = draw(st.sampled_from(["cell", "arg", "drop_arg", "drop_row", "top", "scale", "multiple", "alias"]))
         section = draw(st.sampled_from(["backbone", "head"]))
+        if kind == "scale" and isinstance(cfg.get("scales"), dict) and isinstance(cfg["scales"].get("n"), list):
+            cfg["scales"]["n"][draw(st.integers(0, 2))] = draw(NUMBERS)
+            continue
+        if kind == "multiple":  # top-level multiples count only without 'scales'
+            cfg[draw(st.sampled_from(MULTIPLES))] = draw(NUMBERS)
+            if draw(st.booleans()):
+                cfg.pop("scales", None)
+            continue
+        if kind == "alias":
+            alias = (draw(st.sampled_from(["arg", "from", "row", "scale", "self", "shared"])), section,
+                     draw(st.integers(0, 9)), draw(st.integers(1, 8)))
+            continue
         rows = cfg[section]
         if not isinstance(rows, list) or not rows:
             continue
@@ -119,19 +143,62 @@ def mutated_configs(draw):
         elif kind == "top":
             key = draw(st.sampled_from(["nc", "scales", "backbone", "head"]))
             cfg[key] = draw(VALUES)
+    return cfg, alias
+
+
+def _with_alias(cfg: dict, alias) -> dict:
+    """What YAML anchors and aliases load as: one object shared at every place it is named, a
+    ``levels``-deep "billion laughs" (10**levels values), or a row that contains itself."""
+    if alias is None:
+        return cfg
+    where, section, i, levels = alias
+    rows = cfg.get(section)
+    if not isinstance(rows, list) or not rows or not isinstance(rows[i % len(rows)], list) or len(rows[i % len(rows)]) != 4:
+        return cfg
+    row = rows[i % len(rows)]
+    bomb: list = [1] * 10
+    for _ in range(levels - 1):
+        bomb = [bomb] * 10
+    if where == "arg" and isinstance(row[3], list):
+        row[3].append(bomb)
+    elif where == "from":
+        row[0] = bomb
+    elif where == "row":
+        rows[i % len(rows)] = bomb
+    elif where == "scale" and isinstance(cfg.get("scales"), dict):
+        cfg["scales"]["n"] = [bomb, 0.25, 256]
+    elif where == "self" and isinstance(row[3], list):
+        row[3].append(row)
+    elif where == "shared":  # harmless sharing: two rows naming the same args
+        row[3] = rows[0][3]
     return cfg
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=mutated_configs())
-def test_mutated_configs_raise_only_config_errors(cfg):
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(drawn=mutated_configs(), as_yaml=st.booleans())
+def test_mutated_configs_raise_only_config_errors(drawn, as_yaml, tmp_path_factory):
+    """Built from the dict, or from its YAML text (aliases written as &anchors), any mutation either
+    builds or raises one ConfigError line, never another exception, and memory stays bounded (a low
+    ``max_params`` keeps every model small; bombs and cycles must be refused before they expand)."""
+    cfg = _with_alias(*drawn)
+    source: object = cfg
+    if as_yaml:
+        source = tmp_path_factory.mktemp("fuzz") / "fuzz.yaml"
+        source.write_text(yaml.safe_dump(cfg, default_flow_style=None))
+    scale = "n" if isinstance(cfg.get("scales"), dict) and "n" in cfg["scales"] else None
+    rss = _max_rss_mb()
     try:
-        model = Model(cfg, scale="n")
+        model = Model(source, scale=scale, max_params=2_000_000)
     except ConfigError as exc:
         text = str(exc)
-        assert "\n" not in text and text.startswith("<dict>")
+        assert "\n" not in text and text.startswith(str(source) if as_yaml else "<dict>")
     else:
         assert isinstance(model.records, tuple)
+    assert _max_rss_mb() - rss < 300
 
 
 def test_a_head_rejecting_declared_strides_is_a_config_error(monkeypatch):

@@ -10,14 +10,18 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from zoo.config import ModelSpec
 from zoo.errors import ConfigError
+from zoo.limits import (  # noqa: F401  (build_limits and DEFAULT_MAX_PARAMS: re-exported)
+    _MAX_PARAMS, DEFAULT_MAX_PARAMS, ESTIMATE_IMGSZ, SMALLER, _Budget, _count, _Recheck, build_limits,
+)
 from zoo.registry import MODULES, Entry, load_entry_point_plugins, load_plugins
 from zoo.wiring import Channels, RowContext
 
-__all__ = ["RowRecord", "Graph", "parse_model"]
+__all__ = ["RowRecord", "Graph", "parse_model", "build_limits", "DEFAULT_MAX_PARAMS"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,9 @@ def _row_stride(entry: Entry, args: list, in_strides: list[Any], copies: int) ->
         raise LookupError(f"{entry.name} declares no spatial rule")
     stride = spatial(args, in_strides)
     for _ in range(copies - 1):
-        stride = spatial(args, [stride])
+        previous, stride = stride, spatial(args, [stride])
+        if stride == previous:  # same-size blocks (or an overflowed inf): 1e9 copies need not be walked
+            break
     return stride
 
 
@@ -119,6 +125,17 @@ def _check_row(row: Any, index: int) -> tuple[int | list[int], int, str, list]:
     return source, repeats, module, args
 
 
+def _scaled_repeats(repeats: int, depth: float) -> int:
+    """A row's repeat count after the depth multiple (at least 1)."""
+    if repeats <= 1:
+        return repeats
+    try:
+        return max(round(repeats * depth), 1)
+    except OverflowError:
+        raise ConfigError(f"'repeats' {_count(repeats)} x depth multiple {depth:g} is too large; "
+                          "lower either") from None
+
+
 def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> Graph:
     """Build every row of ``spec``. ``ch`` is the number of input image channels."""
     import zoo.nn  # noqa: F401  (registers zoo's own modules)
@@ -132,6 +149,29 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
     except ConfigError as exc:
         raise exc.at(file=spec.source) from None
 
+    limit = _MAX_PARAMS.get()
+    imgsz = spec.cfg.get("imgsz")
+    imgsz = imgsz if _is_int(imgsz) and imgsz > 0 else ESTIMATE_IMGSZ
+    rng = torch.random.get_rng_state()
+    try:  # the usual case: the model is well inside the limit and is built once
+        return _build_rows(spec, ch, _Budget(limit, imgsz, recheck_at=limit // 8))
+    except _Recheck:
+        pass
+    # Past 1/8 of the limit (or an allocation failed): size the whole model on the meta device, where
+    # tensors have no storage, so one that passes the limit is refused having allocated at most 1/8 of it
+    sizing = _Budget(limit, imgsz)
+    try:
+        with torch.device("meta"):
+            _build_rows(spec, ch, sizing)
+    except ConfigError:
+        if sizing.refused:
+            raise
+        # anything else (a block that cannot be built on meta): the real build below has its say
+    torch.random.set_rng_state(rng)  # the same weights as a build without this detour
+    return _build_rows(spec, ch, _Budget(limit, imgsz))
+
+
+def _build_rows(spec: ModelSpec, ch: int, budget: "_Budget") -> Graph:
     symbols = _symbols(spec)
     channels: list[Channels] = []  # out channels per row
     modules: list[nn.Module] = []
@@ -139,56 +179,73 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
     save: set[int] = set()
     strides: list[Any] | None = []
 
-    for i, (section, _, row) in enumerate(spec.rows()):
-        try:
-            source, repeats, name, raw_args = _check_row(row, i)
-            entry = MODULES.get(name)
-            n = max(round(repeats * spec.depth), 1) if repeats > 1 else repeats
-            sources = source if isinstance(source, list) else [source]
-            resolved = [(ch if (s == -1 and i == 0) else channels[s]) for s in sources]
-            c_in = resolved if isinstance(source, list) else resolved[0]
-            ctx = RowContext(c_in, _resolve(raw_args, symbols), n, spec.width, spec.max_channels, spec.nc)
+    with budget.active():
+        for i, (section, _, row) in enumerate(spec.rows()):
             try:
-                wired = entry.wiring(ctx)
-            except (ValueError, TypeError, IndexError) as exc:
-                raise ConfigError(f"{name}: {exc}; signature {_signature(entry)}") from None
-            try:
-                inspect.signature(entry.cls).bind(*wired.args, **wired.kwargs)
-            except TypeError as exc:
-                raise ConfigError(
-                    f"{name} got args {wired.args} ({exc}); signature {_signature(entry)}"
-                ) from None
-            except ValueError:
-                pass  # no introspectable signature: let the constructor decide
-            try:
-                built = [entry.cls(*wired.args, **wired.kwargs) for _ in range(wired.repeats)]
-            except ConfigError:
-                raise
-            except Exception as exc:  # a constructor rejecting its args is a config problem
-                raise ConfigError(
-                    f"{name}{tuple(wired.args)} failed: {type(exc).__name__}: {exc}; signature {_signature(entry)}"
-                ) from None
-            if strides is not None:
-                in_strides = [1.0 if (s == -1 and i == 0) else strides[s] for s in sources]
+                source, repeats, name, raw_args = _check_row(row, i)
+                entry = MODULES.get(name)
+                n = _scaled_repeats(repeats, spec.depth)
+                sources = source if isinstance(source, list) else [source]
+                resolved = [(ch if (s == -1 and i == 0) else channels[s]) for s in sources]
+                c_in = resolved if isinstance(source, list) else resolved[0]
+                ctx = RowContext(c_in, _resolve(raw_args, symbols), n, spec.width, spec.max_channels, spec.nc)
                 try:
-                    strides.append(_row_stride(entry, wired.args, in_strides, wired.repeats))
-                except LookupError:
-                    strides = None
-                except ValueError as exc:
-                    rows = [i - 1 if s == -1 else s % i for s in sources]
-                    raise ConfigError(f"{name} (input rows {rows}): {exc}") from None
-        except ConfigError as exc:
-            raise exc.at(file=spec.source, row=i, section=section) from None
+                    wired = entry.wiring(ctx)
+                except (ValueError, TypeError, IndexError, OverflowError) as exc:
+                    raise ConfigError(f"{name}: {exc}; signature {_signature(entry)}") from None
+                try:
+                    inspect.signature(entry.cls).bind(*wired.args, **wired.kwargs)
+                except TypeError as exc:
+                    raise ConfigError(
+                        f"{name} got args {wired.args} ({exc}); signature {_signature(entry)}"
+                    ) from None
+                except ValueError:
+                    pass  # no introspectable signature: let the constructor decide
+                stride: Any = None  # the output's stride (or the exception its rule raised), before building
+                if strides is not None:
+                    in_strides = [1.0 if (s == -1 and i == 0) else strides[s] for s in sources]
+                    try:
+                        stride = _row_stride(entry, wired.args, in_strides, wired.repeats)
+                    except Exception as exc:  # raised below, after the constructor had its say, as before
+                        stride = exc
+                    else:
+                        budget.check_output(name, wired.out_channels, stride)
+                try:
+                    built = budget.build(entry, ctx, wired, name)
+                except ConfigError:
+                    raise
+                except Exception as exc:  # a constructor rejecting its args is a config problem
+                    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+                        budget.recheck()  # sizes the model exactly, on the meta device
+                        raise ConfigError(f"{name}: needs more memory than this machine can allocate "
+                                          f"({type(exc).__name__}); {SMALLER}") from None
+                    raise ConfigError(
+                        f"{name}{tuple(wired.args)} failed: {type(exc).__name__}: {exc}; signature {_signature(entry)}"
+                    ) from None
+                if strides is not None:
+                    if isinstance(stride, LookupError):
+                        strides = None
+                    elif isinstance(stride, ValueError):
+                        rows = [i - 1 if s == -1 else s % i for s in sources]
+                        raise ConfigError(f"{name} (input rows {rows}): {stride}") from None
+                    elif isinstance(stride, Exception):
+                        raise stride
+                    else:
+                        strides.append(stride)
+                out = wired.out_channels
+                if out is None:
+                    declared = getattr(built[-1], "out_channels", None)
+                    out = declared if declared is not None else c_in
+                    budget.check_output(name, out, stride)  # before a trial run or summary would allocate it
+            except ConfigError as exc:
+                raise exc.at(file=spec.source, row=i, section=section) from None
 
-        module = built[0] if len(built) == 1 else nn.Sequential(*built)
-        out = wired.out_channels
-        if out is None:
-            declared = getattr(built[-1], "out_channels", None)
-            out = declared if declared is not None else c_in
-        channels.append(out)
-        save.update((s % i) for s in sources if s != -1)
-        params = sum(p.numel() for p in module.parameters())
-        rec_source = tuple(source) if isinstance(source, list) else source
-        records.append(RowRecord(i, rec_source, n, name, tuple(wired.args), out, params, section, _forward_keywords(module)))
-        modules.append(module)
+            module = built[0] if len(built) == 1 else nn.Sequential(*built)
+            channels.append(out)
+            save.update((s % i) for s in sources if s != -1)
+            params = sum(p.numel() for p in module.parameters())
+            budget.finish_row(params)
+            rec_source = tuple(source) if isinstance(source, list) else source
+            records.append(RowRecord(i, rec_source, n, name, tuple(wired.args), out, params, section, _forward_keywords(module)))
+            modules.append(module)
     return Graph(modules, records, frozenset(save), strides)

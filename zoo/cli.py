@@ -90,6 +90,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="import the plugins a checkpoint's config names (runs their code: only for files you trust)")
 
 
+def _count_arg(text: str) -> int:
+    """A positive count written as 2000000000, 2_000_000_000 or 2e9."""
+    try:
+        value = float(text) if any(c in text.lower() for c in ".e") else int(text)
+    except ValueError:
+        value = 0
+    if not (1 <= value < float("inf")) or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a positive count such as 2e9 or 2000000000, got {text!r}")
+    return int(value)
+
+
+def _limits(parser: argparse.ArgumentParser) -> None:
+    if not any(a.dest == "max_params" for a in parser._actions):
+        parser.add_argument("--max-params", type=_count_arg, metavar="N",
+                            help="refuse, before allocating, a model with more than N parameters (or a row whose "
+                                 "output at 640x640 holds more than N values); default 1e9")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="YAML-configured vision model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--detailed", action="store_true", help="also list every parameter tensor")
     info.add_argument("--plot", metavar="PNG", help="save a per-row params/GFLOPs bar chart")
     _common(info)
+    _limits(info)
     info.set_defaults(func=_cmd_info)
 
     lst = sub.add_parser("list", help="registered modules and shipped cfgs")
@@ -117,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_arguments(p)
         if not any(a.dest == "plugin" for a in p._actions):
             _common(p)
+        _limits(p)
         p.set_defaults(func=command.run)
     return parser
 
@@ -124,8 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    from zoo.limits import build_limits
+
     try:
-        return int(args.func(args) or 0)
+        with build_limits(getattr(args, "max_params", None)):  # every model the command builds
+            return int(args.func(args) or 0)
     except ZooError as exc:
         print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
         return 2

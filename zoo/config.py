@@ -6,6 +6,7 @@ the rows' positions; every problem is a :class:`~zoo.errors.ConfigError` naming 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,83 @@ import yaml
 
 from zoo.errors import ConfigError
 
-__all__ = ["ModelSpec", "load_yaml", "resolve_spec"]
+__all__ = ["ModelSpec", "load_yaml", "resolve_spec", "check_structure"]
 
 SECTIONS = ("backbone", "head")
 # libyaml's safe loader when PyYAML was built with it (about 10x faster than the pure-Python one)
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Bounds on what a config may hold. The largest shipped cfg (rtdetr-x) has 303 values nested 4 deep,
+# so real configs (even with a 20k-class 'names' list) are far inside them. Past them it is a YAML
+# alias bomb: loading shares aliased values, so it is cheap, but every later step that walks or
+# copies the config (args resolution, deepcopy, saving a checkpoint) expands them, for minutes and GBs.
+MAX_VALUES = 100_000
+# those later steps recurse once per level; libyaml's composer recurses in C and crashes the process
+# (segfault) on ~50k levels, so deeply nested text is refused before it is composed
+MAX_DEPTH = 64
+MAX_FILE_BYTES = 8 << 20  # a model YAML is a few KB
+MAX_IMGSZ = 16_384  # a cfg's 'imgsz' sizes the build's trial run when one is needed
+
+
+def check_structure(data: Any, source: str) -> None:
+    """Refuse a config whose values, with YAML aliases expanded, contain themselves (``&r [.., *r]``),
+    nest deeper than ``MAX_DEPTH`` or number more than ``MAX_VALUES``: one ConfigError naming the key.
+
+    A shared object's size is computed once (memoised by id), so an alias bomb costs as much to check
+    as it took to load; the walk recurses at most ``MAX_DEPTH`` levels before it stops."""
+    if not isinstance(data, Mapping):
+        return
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values when expanded, levels of nesting)
+    open_ids = {id(data)}  # containers being counted: meeting one again is a cycle
+    total = 1
+    for key, value in data.items():
+        try:
+            count, depth = _expanded_size(value, sizes, open_ids, 1)
+        except RecursionError:
+            raise ConfigError(f"'{key}' contains itself through a YAML alias (a *name inside its own &name); "
+                              "write the repeated part out instead", file=source) from None
+        total += 1 + count
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"'{key}' is nested more than {MAX_DEPTH} levels deep (a config needs 4); rows "
+                              "are [from, repeats, module, args] with flat args", file=source)
+        if total > MAX_VALUES:
+            raise ConfigError(f"'{key}' expands to over {MAX_VALUES:,} values (YAML aliases repeat their "
+                              "value each time: an alias bomb?); a model config has a few hundred", file=source)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _expanded_size(node: Any, sizes: dict[int, tuple[int, int]], open_ids: set[int], level: int) -> tuple[int, int]:
+    """``(values, nesting levels)`` of ``node``, a shared object counted at every place it appears.
+    Stops early once a bound is passed (the caller reports it); RecursionError marks a cycle."""
+    if isinstance(node, (list, tuple)):
+        kids: Any = node
+    elif isinstance(node, (dict, Mapping)):  # dict first: the ABC check is slow
+        kids = [v for kv in node.items() for v in kv]
+    else:
+        return 1, 0
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_ids:
+        raise RecursionError(f"cycle through {type(node).__name__}")
+    if level > MAX_DEPTH:
+        return 1, 1
+    open_ids.add(id(node))
+    values, inner = 1, 0
+    for kid in kids:
+        if isinstance(kid, _SCALARS):
+            values += 1
+            continue
+        count, depth = _expanded_size(kid, sizes, open_ids, level + 1)
+        values += count
+        inner = max(inner, depth)
+        if values > MAX_VALUES or level + inner > MAX_DEPTH:
+            break  # partial, but past a bound: the caller refuses the config
+    open_ids.discard(id(node))
+    sizes[id(node)] = result = (values, inner + 1)
+    return result
 
 
 @dataclass(frozen=True)
@@ -50,15 +123,76 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError("file not found; give a path to a model YAML (see `zoo list` for the shipped cfgs)", file=str(path))
     try:
-        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"is {path.stat().st_size:,} bytes; a model YAML is a few KB (over "
+                              f"{MAX_FILE_BYTES >> 20} MB is refused): is this the right file?", file=str(path))
+        raw = path.read_bytes()
+    except OSError as exc:  # a folder, no permission, ...
+        raise ConfigError(f"cannot read it: {exc.strerror or exc}; give a path to a model YAML file", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}): a model YAML is "
+                          "UTF-8 text; re-save it as UTF-8, or check that this is the right file", file=str(path)) from None
+    try:
+        _check_nesting(text, str(path))
+        data = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"not valid YAML{where}: {problem}", file=str(path)) from None
+    except RecursionError:  # PyYAML's pure-Python composer, when it has no libyaml
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs 4)", file=str(path)) from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:  # a scalar its constructor rejects (13th month, 5,000-digit int)
+        raise ConfigError(f"not valid YAML: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"top level must be a mapping with 'backbone' and 'head', got {type(data).__name__}", file=str(path))
+    check_structure(data, str(path))
     return data
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse YAML text nested deeper than ``MAX_DEPTH`` before libyaml composes it (see MAX_DEPTH).
+    Each level takes a '[', '{', '-', ':' or '?', so text with few of them is passed without parsing."""
+    if sum(text.count(c) for c in "[{-:?") < 2_000:
+        return  # libyaml composes a couple of thousand levels safely; the loaded config is checked after
+    depth = 0
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):  # events only: flat, nothing is composed
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep (a config needs 4); rows are "
+                                  "[from, repeats, module, args] with flat args", file=source)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _is_number(x: Any) -> bool:
+    """A real, finite number: not a bool, not a string, not nan or inf, not an int past float range."""
+    if isinstance(x, float):
+        return math.isfinite(x)
+    return isinstance(x, int) and not isinstance(x, bool) and abs(x) <= _FLOAT_MAX
+
+
+def _multiplier(value: Any, what: str, source: str) -> float:
+    """A depth or width multiple: a finite number > 0 (repeats and channels are scaled by it)."""
+    if not (_is_number(value) and value > 0):
+        raise ConfigError(f"{what} must be a finite number > 0 (1.0 = as written), got {value!r}", file=source)
+    return float(value)
+
+
+def _channel_cap(value: Any, what: str, source: str) -> int:
+    """``max_channels``: a positive whole number (1024.0 is taken as 1024)."""
+    if not (_is_number(value) and value >= 1 and value == int(value)):
+        raise ConfigError(f"{what} must be a positive integer channel count, got {value!r}", file=source)
+    return int(value)
 
 
 def _scale_from_name(stem: str, scales: Mapping[str, Any]) -> str | None:
@@ -73,7 +207,9 @@ def _scale_from_name(stem: str, scales: Mapping[str, Any]) -> str | None:
 def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, nc: int | None = None) -> ModelSpec:
     """Load ``cfg`` and choose the scale: explicit ``scale`` > file-name suffix > the only/first scale."""
     if isinstance(cfg, Mapping):
-        data, source, base_dir = copy.deepcopy(dict(cfg)), str(cfg.get("yaml_file", "<dict>")), None
+        source = str(cfg.get("yaml_file", "<dict>"))
+        check_structure(cfg, source)  # before deepcopy, which would expand an alias bomb or loop on a cycle
+        data, base_dir = copy.deepcopy(dict(cfg)), None
         name = Path(source).stem if source != "<dict>" else "model"
     else:
         path = Path(cfg)
@@ -96,10 +232,11 @@ def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, 
     if model_nc is not None and (not isinstance(model_nc, int) or isinstance(model_nc, bool) or model_nc < 1):
         raise ConfigError(f"'nc' must be a positive integer, got {model_nc!r}", file=source)
 
+    imgsz = data.get("imgsz")
+    if imgsz is not None and not (_is_number(imgsz) and imgsz == int(imgsz) and 1 <= imgsz <= MAX_IMGSZ):
+        raise ConfigError(f"'imgsz' must be an image size in pixels (an integer 1..{MAX_IMGSZ}), got {imgsz!r}", file=source)
+
     scales = data.get("scales")
-    depth = float(data.get("depth_multiple", 1.0))
-    width = float(data.get("width_multiple", 1.0))
-    max_channels = int(data.get("max_channels", 1 << 30))
     chosen: str | None = None
     if scales:
         if not isinstance(scales, dict):
@@ -111,11 +248,18 @@ def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, 
             chosen = str(scale)
         else:
             chosen = _scale_from_name(name, scales) or keys[0]
-        values = scales[chosen] if chosen in scales else scales[type(next(iter(scales)))(chosen)]
-        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(isinstance(v, (int, float)) for v in values)):
+        values = next(v for k, v in scales.items() if str(k) == chosen)
+        if not (isinstance(values, (list, tuple)) and len(values) == 3):
             raise ConfigError(f"scale '{chosen}' must be [depth, width, max_channels], got {values!r}", file=source)
-        depth, width, max_channels = float(values[0]), float(values[1]), int(values[2])
+        where = f"scale '{chosen}' [depth, width, max_channels]: "
+        depth = _multiplier(values[0], where + "depth", source)
+        width = _multiplier(values[1], where + "width", source)
+        max_channels = _channel_cap(values[2], where + "max_channels", source)
     elif scale is not None:
         raise ConfigError(f"bad scale '{scale}': this config defines no 'scales'", file=source)
+    else:
+        depth = _multiplier(data.get("depth_multiple", 1.0), "'depth_multiple'", source)
+        width = _multiplier(data.get("width_multiple", 1.0), "'width_multiple'", source)
+        max_channels = _channel_cap(data.get("max_channels", 1 << 30), "'max_channels'", source)
     data["scale"] = chosen
     return ModelSpec(data, source, name, chosen, depth, width, max_channels, model_nc, base_dir)

@@ -34,6 +34,8 @@ def rle_counts_from_string(s: str | bytes) -> list[int]:
             more = bool(c & 0x20)
             p += 1
             shift += 5
+            if shift > 70:  # 14 groups already hold any 64-bit count; more is garbage, and slow to add up
+                raise ValueError("RLE count too large")
             if not more and (c & 0x10):
                 value |= -1 << shift  # sign-extend: the group's top bit was set
         if len(counts) > 2:

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from zoo.data.checks import (as_int, check_bbox, check_image_size, check_segmentation, inside_root,
+                             read_label_text, short)
 from zoo.data.masks import polygons_to_mask, segmentation_to_mask
 from zoo.data.problems import IMAGE_SUFFIXES, DataProblems, load_image, verify_image
 from zoo.data.shapes import ShapesConfig, render_shapes
@@ -81,7 +83,10 @@ def list_images(entry: Path | list[Path], problems: DataProblems | None = None) 
     if entry.is_dir():
         return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if entry.suffix == ".txt" and entry.is_file():
-        lines = [ln.strip() for ln in entry.read_text().splitlines() if ln.strip()]
+        text, why = read_label_text(entry)  # same limits as a label file: a list is small UTF-8 text
+        if text is None:
+            raise DataError(f"image list '{entry}': {why}")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return [(entry.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines]
     if entry.suffix.lower() in IMAGE_SUFFIXES and entry.exists():
         return [entry]
@@ -109,31 +114,59 @@ class _YoloRecord:
 class YoloSource:
     """A YOLO-format split: images plus ``labels/*.txt`` with one object per line, either
     ``cls cx cy w h`` or a polygon ``cls x1 y1 x2 y2 ...`` (all coordinates normalised to 0..1).
-    An image without a label file is a background image."""
+    An image without a label file is a background image; one whose label file cannot be read as
+    text, or that shares its label file with another image, is skipped."""
 
     def __init__(self, images: list[Path], names: list[str], where: str = "") -> None:
         self.names = list(names)
         self.problems = DataProblems()
         self.records: list[_YoloRecord] = []
+        shared = self._shared_labels(images)
         for path in images:
+            if path in shared:
+                others = ", ".join(str(o) for o in shared[path])
+                self.problems.report("duplicate label file", f"{path}: its label file {yolo_label_path(path)} "
+                                     f"also belongs to {others}; rename one of the images")
+                continue
             checked = verify_image(path)
             if isinstance(checked, str):
                 self.problems.report("missing image" if checked == "missing" else "corrupt image",
                                      f"{path}: {checked}")
                 continue
-            self.records.append(self._read_labels(path))
+            record = self._read_labels(path)
+            if record is not None:
+                self.records.append(record)
         self.has_masks = any(p is not None for r in self.records for p in r.polygons)
         if not self.records:
             raise DataError(f"{where or 'YOLO dataset'}: no usable images"
                             + (f" ({self.problems.summary()})" if self.problems.total else ""))
 
-    def _read_labels(self, image: Path) -> _YoloRecord:
+    @staticmethod
+    def _shared_labels(images: list[Path]) -> dict[Path, list[Path]]:
+        """Images whose existing label file is also another image's (``a.png`` and ``a.jpg`` both map to
+        ``labels/a.txt``), each with the others. Which image the labels were drawn on cannot be told,
+        so none of them is used. The same path listed twice is one image, not a clash."""
+        by_label: dict[Path, list[Path]] = {}
+        for path in dict.fromkeys(images):
+            by_label.setdefault(yolo_label_path(path), []).append(path)
+        out: dict[Path, list[Path]] = {}
+        for label, paths in by_label.items():
+            if len(paths) > 1 and label.is_file():
+                for p in paths:
+                    out[p] = [o for o in paths if o != p]
+        return out
+
+    def _read_labels(self, image: Path) -> _YoloRecord | None:
         label = yolo_label_path(image)
         cls: list[int] = []
         boxes: list[list[float]] = []
         polys: list[np.ndarray | None] = []
         if label.is_file():
-            for lineno, line in enumerate(label.read_text().splitlines(), 1):
+            text, why = read_label_text(label)
+            if text is None:  # the image's objects are unknown: training on it as background would be wrong
+                self.problems.report("bad label file", f"{label}: {why}")
+                return None
+            for lineno, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
                 parsed = self._parse_line(line)
@@ -152,12 +185,12 @@ class YoloSource:
         try:
             values = [float(v) for v in fields]
         except ValueError:
-            return f"not numbers: {line.strip()!r}"
+            return f"not numbers: {short(line.strip())}"
         if not np.isfinite(values).all():
             return "non-finite value"
         c = values[0]
         if c != int(c) or not 0 <= c < len(self.names):
-            return f"class {fields[0]} is not an integer in [0, {len(self.names)})"
+            return f"class {short(fields[0], 20)} is not an integer in [0, {len(self.names)})"
         coords = np.array(values[1:], dtype=np.float64)
         if len(coords) == 4:
             cx, cy, w, h = coords
@@ -196,82 +229,131 @@ class YoloSource:
         return Annotated(image, rec.cls.copy(), boxes, masks, str(rec.image))
 
 
+def _read_coco(annotations: Path, where: str) -> dict:
+    try:
+        doc = json.loads(annotations.read_bytes())  # bytes: json detects UTF-8/16/32 and a BOM itself
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise DataError(f"{where}: not a COCO instances file ({type(exc).__name__}: {short(exc)})") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{where}: not a COCO instances file (expected a JSON object with 'images' and 'categories')")
+    return doc
+
+
+def _categories(doc: dict, where: str) -> tuple[list[int], list[str]]:
+    """Category ids in ascending order and their names. The categories are the model's classes, so a
+    broken one is an error to fix rather than an item to skip."""
+    cats = doc.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise DataError(f"{where}: 'categories' must be a non-empty list of {{\"id\": int, \"name\": str}} objects")
+    by_id: dict[int, str] = {}
+    for k, c in enumerate(cats):
+        cid = as_int(c.get("id")) if isinstance(c, dict) else None
+        if cid is None:
+            raise DataError(f"{where}: categories[{k}]: 'id' must be an integer, got {short(c)}")
+        if cid in by_id:
+            raise DataError(f"{where}: categories[{k}]: category id {cid} is used twice; ids must be unique")
+        by_id[cid] = str(c.get("name", cid))
+    ids = sorted(by_id)
+    return ids, [by_id[i] for i in ids]
+
+
 class CocoSource:
     """COCO instance annotations: ``bbox`` as [x, y, w, h] pixels, ``segmentation`` as polygons or
     RLE. Category ids are mapped to contiguous class indices in ascending id order; crowd
-    annotations are left out."""
+    annotations are left out. Image entries must name files inside ``images_dir``; a bad image entry
+    or annotation is skipped, warned about and counted (see :mod:`zoo.data.checks`)."""
 
     def __init__(self, annotations: Path, images_dir: Path, where: str = "") -> None:
         self.problems = DataProblems()
         where = where or str(annotations)
         if not annotations.is_file():
             raise DataError(f"{where}: annotation file '{annotations}' not found")
-        try:
-            doc = json.loads(annotations.read_text())
-            cats = sorted(doc["categories"], key=lambda c: c["id"])
-            images = doc["images"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{where}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
-        self.category_ids = [int(c["id"]) for c in cats]
-        self.names = [str(c.get("name", c["id"])) for c in cats]
+        doc = _read_coco(annotations, where)
+        self.category_ids, self.names = _categories(doc, where)
+        images, anns = doc.get("images"), doc.get("annotations", [])
+        for key, value in (("images", images), ("annotations", anns)):
+            if not isinstance(value, list):
+                raise DataError(f"{where}: '{key}' must be a list, got {type(value).__name__}")
         cat_index = {cid: i for i, cid in enumerate(self.category_ids)}
         by_image: dict[int, list[dict]] = {}
-        for ann in doc.get("annotations", []):
-            by_image.setdefault(ann.get("image_id"), []).append(ann)
+        for k, ann in enumerate(anns):
+            image_id = as_int(ann.get("image_id")) if isinstance(ann, dict) else None
+            if image_id is None:
+                why = f"image_id must be an integer, got {short(ann.get('image_id'))}" if isinstance(ann, dict) \
+                    else "not a JSON object"
+                self.problems.report("bad annotation", f"{where}: annotations[{k}]: {why}")
+                continue
+            by_image.setdefault(image_id, []).append(ann)
 
         self.records: list[tuple[Path, int, int, np.ndarray, np.ndarray, list]] = []
         self.image_ids: list[int] = []
-        for im in images:
-            path = images_dir / im["file_name"]
-            checked = verify_image(path)
-            if isinstance(checked, str):
-                self.problems.report("missing image" if checked == "missing" else "corrupt image",
-                                     f"{path}: {checked}")
+        self._seen_ids: set[int] = set()  # a repeated id would get the first image's annotations too
+        for k, im in enumerate(images):
+            entry = self._image_entry(im, images_dir, f"{where}: images[{k}]")
+            if entry is None:
                 continue
-            h, w = int(im.get("height", checked[0])), int(im.get("width", checked[1]))
+            image_id, path, h, w = entry
             cls, boxes, segs = [], [], []
-            for ann in by_image.get(im["id"], []):
+            for ann in by_image.get(image_id, []):
                 if ann.get("iscrowd", 0):
                     continue
-                problem = self._check_annotation(ann, cat_index)
-                if problem:
-                    self.problems.report("bad annotation", f"{where}: annotation {ann.get('id')}: {problem}")
+                checked = self._check_annotation(ann, cat_index, h, w)
+                if isinstance(checked, str):
+                    self.problems.report("bad annotation", f"{where}: annotation {short(ann.get('id'))}: {checked}")
                     continue
-                x, y, bw, bh = (float(v) for v in ann["bbox"])
-                cls.append(cat_index[ann["category_id"]])
-                boxes.append([x, y, x + bw, y + bh])
+                cls.append(checked[0])
+                boxes.append(checked[1])
                 segs.append(ann.get("segmentation"))
             self.records.append((path, h, w, np.array(cls, dtype=np.int64),
                                  np.array(boxes, dtype=np.float32).reshape(-1, 4), segs))
-            self.image_ids.append(int(im["id"]))
+            self.image_ids.append(image_id)
         self.has_masks = any(s for r in self.records for s in r[5])
         if not self.records:
             raise DataError(f"{where}: no usable images in '{images_dir}'"
                             + (f" ({self.problems.summary()})" if self.problems.total else ""))
 
+    def _image_entry(self, im: object, images_dir: Path, label: str) -> tuple[int, Path, int, int] | None:
+        """``(id, path, height, width)`` of a usable image entry; otherwise reported and ``None``."""
+        if not isinstance(im, dict):
+            self.problems.report("bad image entry", f"{label}: not a JSON object")
+            return None
+        image_id = as_int(im.get("id"))
+        if image_id is None or image_id in self._seen_ids:
+            why = (f"id {image_id} is used by an earlier image; ids must be unique" if image_id is not None
+                   else f"id must be an integer, got {short(im.get('id'))}")
+            self.problems.report("bad image entry", f"{label}: {why}")
+            return None
+        path, kind, why = inside_root(images_dir, im.get("file_name"))
+        if path is None:
+            self.problems.report(kind, f"{label}: {why}")
+            return None
+        checked = verify_image(path)
+        if isinstance(checked, str):
+            self.problems.report("missing image" if checked == "missing" else "corrupt image", f"{path}: {checked}")
+            return None
+        size = check_image_size(im, checked)
+        if isinstance(size, str):
+            self.problems.report("bad image entry", f"{label} ({im['file_name']}): {size}")
+            return None
+        self._seen_ids.add(image_id)
+        return image_id, path, size[0], size[1]
+
     @staticmethod
     def peek_names(annotations: Path, where: str) -> list[str]:
         """Class names of a COCO file (categories in ascending id order) without loading images."""
-        try:
-            doc = json.loads(annotations.read_text())
-            return [str(c.get("name", c["id"])) for c in sorted(doc["categories"], key=lambda c: c["id"])]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{where}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+        return _categories(_read_coco(annotations, where), where)[1]
 
     @staticmethod
-    def _check_annotation(ann: dict, cat_index: dict[int, int]) -> str:
-        if ann.get("category_id") not in cat_index:
-            return f"unknown category_id {ann.get('category_id')}"
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            return "bbox must be [x, y, w, h]"
-        try:
-            _, _, bw, bh = (float(v) for v in bbox)
-        except (TypeError, ValueError):
-            return "bbox values must be numbers"
-        if not (bw > 0 and bh > 0):
-            return "bbox width/height must be > 0"
-        return ""
+    def _check_annotation(ann: dict, cat_index: dict[int, int], h: int, w: int) -> tuple[int, np.ndarray] | str:
+        """``(class index, x1 y1 x2 y2 box)`` of a usable annotation on an ``h`` x ``w`` image, or why not."""
+        cid = as_int(ann.get("category_id"))
+        if cid not in cat_index:
+            return f"unknown category_id {short(ann.get('category_id'))}"
+        box = check_bbox(ann.get("bbox"))
+        if isinstance(box, str):
+            return box
+        why = check_segmentation(ann.get("segmentation"), h, w)
+        return f"segmentation: {why}" if why else (cat_index[cid], box)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -285,11 +367,18 @@ class CocoSource:
         if with_masks:
             masks = np.zeros((len(cls), ih, iw), dtype=bool)
             for i, seg in enumerate(segs):
-                if seg:
-                    m = segmentation_to_mask(seg, h, w)
+                if isinstance(seg, list) and seg:
+                    # Polygons are scaled into the decoded image and drawn there, so a JSON frame
+                    # bigger than the image never needs a canvas of its size.
+                    xy = np.array([iw / w, ih / h])
+                    masks[i] = polygons_to_mask([np.asarray(p, np.float64).reshape(-1, 2) * xy for p in seg], ih, iw)
+                elif seg:
+                    m = segmentation_to_mask(seg, h, w)  # RLE: its size is the JSON frame (checked at scan)
                     masks[i] = resize_masks(m[None], iw, ih)[0]
                 else:
-                    x1, y1, x2, y2 = np.round(boxes[i] * scale).astype(int)
+                    # Clipped first: a box may reach past the image, and rounding far-off floats
+                    # to int would overflow.
+                    x1, y1, x2, y2 = np.round(np.clip(boxes[i] * scale, 0, [iw, ih, iw, ih])).astype(int)
                     masks[i, y1:y2, x1:x2] = True
         return Annotated(image, cls.copy(), boxes * scale, masks, str(path))
 

@@ -4,7 +4,8 @@ Accepted forms:
 
 - nothing or ``shapes``: the embedded shapes dataset; options as ``shapes:n_train=500,size=192``.
 - a YOLO ``data.yaml``: ``path`` (root, optional), ``train`` / ``val`` (image folder, ``.txt``
-  list, or a list of these, relative to the root), ``names`` (list or ``{id: name}``) or ``nc``.
+  list, or a list of these, relative to the root), ``names`` (list or ``{id: name}``) or ``nc``
+  (a positive int; at most 100,000 without ``names``).
   With the classify task, ``train`` / ``val`` are ImageFolder roots instead.
 - a COCO layout in a data.yaml: ``train: {annotations: a.json, images: dir}`` (or just the JSON
   path; images then sit beside it), same for ``val``.
@@ -87,8 +88,42 @@ def _parse_shapes(text: str, task: str, imgsz: int) -> DataSpec:
     return DataSpec("shapes", "shapes", list(cfg.names), shapes=cfg)
 
 
+# Without 'names' every class gets a default name, one string per class. A typo such as
+# nc: 1000000000 would build a billion of them (a MemoryError after a minute or more). Datasets
+# with unnamed classes are small (nc is typed by hand); the biggest label sets in use (ImageNet-21k,
+# Open Images) stay below this, and one that truly needs more lists its classes in 'names'.
+MAX_UNNAMED_CLASSES = 100_000
+
+
+def _nc(doc: dict, where: str) -> int | None:
+    """``nc`` of a data.yaml as a positive int, ``None`` when absent."""
+    if "nc" not in doc or doc["nc"] is None:
+        return None
+    nc = doc["nc"]
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        shown = repr(nc) if len(repr(nc)) <= 40 else repr(nc)[:37] + "..."
+        raise DataError(f"{where}: 'nc' must be a positive integer (the number of classes), got {shown}")
+    return nc
+
+
 def _names(doc: dict, where: str) -> list[str]:
-    names = doc.get("names")
+    nc = _nc(doc, where)
+    given = _listed_names(doc.get("names"), where)
+    if given is not None:
+        if nc is not None and len(given) != nc:
+            raise DataError(f"{where}: 'nc' is {nc} but 'names' lists {len(given)} classes; "
+                            "fix one of them or drop 'nc'")
+        return given
+    if nc is not None:
+        if nc > MAX_UNNAMED_CLASSES:
+            raise DataError(f"{where}: 'nc' is {nc}, more than {MAX_UNNAMED_CLASSES} classes without 'names'; "
+                            "check 'nc' for a typo, or list the classes in 'names'")
+        return [str(i) for i in range(nc)]
+    raise DataError(f"{where}: needs 'names' (a list or {{id: name}}) or 'nc'")
+
+
+def _listed_names(names: object, where: str) -> list[str] | None:
+    """Class names from a data.yaml ``names`` (a list or ``{id: name}``); ``None`` when not given."""
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
@@ -99,9 +134,7 @@ def _names(doc: dict, where: str) -> list[str]:
         return [str(names[k] if k in names else names[str(k)]) for k in keys]
     if isinstance(names, list) and names:
         return [str(n) for n in names]
-    if isinstance(doc.get("nc"), int) and doc["nc"] > 0:
-        return [str(i) for i in range(doc["nc"])]
-    raise DataError(f"{where}: needs 'names' (a list or {{id: name}}) or 'nc'")
+    return None
 
 
 def _class_folders(root: Path, where: str) -> list[str]:
@@ -114,12 +147,14 @@ def _class_folders(root: Path, where: str) -> list[str]:
 def _from_yaml(path: Path, task: str) -> DataSpec:
     where = str(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise DataError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8") from None
     if not isinstance(doc, dict):
         raise DataError(f"{where}: expected a mapping with 'train', 'val' and 'names'")
-    root = Path(doc.get("path") or path.parent)
+    root = Path(str(doc.get("path") or path.parent))
     if not root.is_absolute():
         root = (path.parent / root).resolve()
     for split in ("train", "val"):
