@@ -90,11 +90,12 @@ def test_yolov10_deploy_fast_paths_match_plain(shape, plain_path):
     model.deploy()
     x = torch.rand(*shape)
     with torch.no_grad():
-        plain, plain_raw = plain_path(lambda: model(x))
-        fast, fast_raw = model(x)
+        _, plain_raw = plain_path(lambda: model(x))
+        _, fast_raw = model(x)
         model.to_channels_last()
-        last, last_raw = model(x)
+        _, last_raw = model(x)
         model.to_channels_last(False)
+    plain, fast, last = plain_raw["decoded"], fast_raw["decoded"], last_raw["decoded"]
     scale = plain.abs().max()
     assert (fast - plain).abs().max() / scale < 1e-5
     assert (last - plain).abs().max() / scale < 1e-5
@@ -142,9 +143,9 @@ def test_fast_conv_accepts_weights_fused_under_inference_mode():
     x = torch.rand(1, 3, 64, 96)
     with torch.inference_mode():
         fused = copy.deepcopy(model).fuse()
-        fast = fused(x)[0]
+        fast = fused(x)[1]["decoded"]
     with torch.no_grad():
-        plain = model(x)[0]
+        plain = model(x)[1]["decoded"]
     assert (fast - plain).abs().max() < 1e-3
 
 
@@ -274,11 +275,11 @@ def test_channels_last_model_takes_images_as_given():
     model.deploy()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        expected = model(x)[0]
+        expected = model(x)[1]["decoded"]
         model.to_channels_last()
         first_row = model.run_rows(x, keep=(0,))[1][0]
-        given = model(x)[0]
-        converted = model(x.contiguous(memory_format=torch.channels_last))[0]
+        given = model(x)[1]["decoded"]
+        converted = model(x.contiguous(memory_format=torch.channels_last))[1]["decoded"]
     assert first_row.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(given, expected, rtol=1e-4, atol=1e-4)
     assert torch.allclose(given, converted, rtol=1e-4, atol=1e-4)

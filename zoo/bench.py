@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from zoo.errors import ZooError
+from zoo.summary import summarize
 
 if TYPE_CHECKING:
     from zoo.model import Model
@@ -88,8 +89,6 @@ def _hw(imgsz: int | tuple[int, int]) -> tuple[int, int]:
 
 def counted_gflops(model: "Model", imgsz: int | tuple[int, int]) -> float | None:
     """Counted GFLOPs per image of ``model`` as it is (fused or not) at ``imgsz``; None if not countable."""
-    from zoo.summary import summarize
-
     return summarize(model, imgsz=_hw(imgsz), verbose=False, deploy=False)["gflops"]
 
 

@@ -138,8 +138,6 @@ def _scaled_repeats(repeats: int, depth: float) -> int:
 
 def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> Graph:
     """Build every row of ``spec``. ``ch`` is the number of input image channels."""
-    import zoo.nn  # noqa: F401  (registers zoo's own modules)
-
     load_entry_point_plugins()
     yaml_plugins = spec.cfg.get("plugins") or []
     if not isinstance(yaml_plugins, list) or not all(isinstance(p, str) for p in yaml_plugins):

@@ -22,34 +22,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from zoo.errors import CheckpointError
+from zoo.registry import KEY_MAPS
 
 if TYPE_CHECKING:
     from zoo.model import Model
 
-__all__ = ["KeyMap", "register_key_map", "KEY_MAPS", "Checkpoint", "LoadReport", "read_checkpoint", "load_weights"]
-
-
-@dataclass(frozen=True)
-class KeyMap:
-    """A foreign state-dict layout: how to recognise it and how to rename it to zoo keys.
-
-    ``convert(state, model)`` returns ``(zoo_state, skipped)`` where ``skipped`` maps each source key
-    deliberately left out to the reason (reported, never silently dropped).
-    """
-
-    name: str
-    detect: Callable[[Mapping[str, torch.Tensor]], bool]
-    convert: Callable[[dict[str, torch.Tensor], "Model"], tuple[dict[str, torch.Tensor], dict[str, str]]]
-
-
-KEY_MAPS: list[KeyMap] = []
-
-
-def register_key_map(km: KeyMap) -> KeyMap:
-    if any(k.name == km.name for k in KEY_MAPS):
-        raise KeyError(f"key map '{km.name}' is already registered")
-    KEY_MAPS.append(km)
-    return km
+__all__ = ["Checkpoint", "LoadReport", "read_checkpoint", "load_weights"]
 
 
 # --------------------------------------------------------------------------- restricted unpickling
@@ -261,8 +239,6 @@ def _nonfinite(state: Mapping[str, torch.Tensor], model: "Model") -> list[str]:
 def load_weights(model: "Model", src: str | Path | Checkpoint | Mapping[str, torch.Tensor], strict: bool = False,
                  verbose: bool = True) -> LoadReport:
     """Load ``src`` into ``model`` by name; shape-mismatched tensors are left at their init values."""
-    import zoo.nn  # noqa: F401  (family modules register their key maps)
-
     ckpt = _as_checkpoint(src)
     state = ckpt.state_dict
     own = model.state_dict()

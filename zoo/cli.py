@@ -13,7 +13,7 @@ from typing import Sequence
 
 from zoo.errors import ZooError
 
-__all__ = ["main", "run", "build_model", "shipped_cfgs"]
+__all__ = ["main", "run", "shipped_cfgs"]
 
 # name -> help; each is implemented by zoo/commands/<name>.py when present
 TASK_COMMANDS = {
@@ -30,28 +30,13 @@ def shipped_cfgs() -> list[Path]:
     return sorted(root.glob("*.yaml")) if root.is_dir() else []
 
 
-def build_model(source: str, scale: str | None = None, nc: int | None = None, plugins: Sequence[str] = (),
-                trust_plugins: bool = False):
-    """A model from a YAML cfg or a checkpoint (``.pt``/``.pth``) that carries its config; plugins a
-    checkpoint names are imported only when given in ``plugins`` or with ``trust_plugins``."""
-    from zoo.model import Model
-
-    path = Path(source)
-    if path.suffix in (".pt", ".pth"):
-        overrides: dict = {"plugins": tuple(plugins), "trust_plugins": trust_plugins}
-        if scale:
-            overrides["scale"] = scale
-        if nc:
-            overrides["nc"] = nc
-        return Model.from_checkpoint(path, **overrides)
-    return Model(source, scale=scale, nc=nc, plugins=tuple(plugins))
-
-
 def _imgsz(values: list[int]) -> int | tuple[int, int]:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from zoo.model import build_model  # imported here, not at the top: `zoo --help` must not load torch
+
     model = build_model(args.cfg, args.scale, args.nc, args.plugin, args.trust_plugins)
     if args.fuse:
         model.fuse()
@@ -67,7 +52,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from zoo.builder import load_entry_point_plugins, load_plugins
     from zoo.registry import MODULES
-    import zoo.nn  # noqa: F401
 
     load_entry_point_plugins()
     load_plugins(list(args.plugin))
@@ -160,3 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+def _run_rank() -> int:
+    """A DDP rank started by ``zoo.engine.ddp.launch``: the user's script, or the zoo command line."""
+    from zoo.engine import ddp
+
+    script, argv = ddp.rank_command() or (None, sys.argv[1:])
+    if script:
+        ddp.run_user_script(script, argv)
+        return 0
+    return main(argv)
+
+
+if __name__ == "__main__":  # `python -m zoo.cli`: how torchrun starts each rank
+    sys.exit(_run_rank())

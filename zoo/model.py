@@ -15,10 +15,12 @@ import torch
 import torch.nn as nn
 
 from zoo.builder import RowRecord, build_limits, parse_model
+from zoo.checkpoint import Checkpoint, LoadReport, load_weights, read_checkpoint
 from zoo.config import ModelSpec, resolve_spec
 from zoo.errors import CheckpointError, ConfigError
+from zoo.summary import summarize
 
-__all__ = ["Model"]
+__all__ = ["Model", "build_model", "allowed_plugins"]
 
 DRY_RUN_SIZE = 64  # small enough to keep builds fast; stride-32 maps are still 2x2
 # Channels-last models take images (up to this many channels) as given: a conv with channels-last
@@ -225,8 +227,6 @@ class Model(nn.Module):
     # ------------------------------------------------------------------ utilities
     def info(self, imgsz: int | tuple[int, int] = 640, detailed: bool = False, verbose: bool = True) -> dict[str, Any]:
         """Print the per-row summary at ``imgsz`` and return ``layers``/``params``/``gradients``/``gflops``."""
-        from zoo.summary import summarize
-
         return summarize(self, imgsz=imgsz, detailed=detailed, verbose=verbose)
 
     def fuse(self) -> "Model":
@@ -257,8 +257,6 @@ class Model(nn.Module):
     def load(self, path: str | Path | Mapping[str, torch.Tensor], strict: bool = False, verbose: bool = True):
         """Load weights from a zoo checkpoint, a plain state dict, an Ultralytics checkpoint or a
         registered foreign layout (timm, MobileSAM, ...). Returns a :class:`~zoo.checkpoint.LoadReport`."""
-        from zoo.checkpoint import load_weights
-
         return load_weights(self, path, strict=strict, verbose=verbose)
 
     @classmethod
@@ -269,8 +267,6 @@ class Model(nn.Module):
         Reading a checkpoint never imports code: plugins its config names are imported only when the
         caller gives them (``plugins``, matched by file name or module name) or sets ``trust_plugins``.
         """
-        from zoo.checkpoint import read_checkpoint
-
         ckpt = read_checkpoint(path)
         if ckpt.config is None:
             raise ConfigError("checkpoint carries no model config; build with Model(cfg) and call .load(path)", file=str(path))
@@ -293,7 +289,7 @@ def _plugin_key(spec: str) -> str:
     return Path(spec).name if spec.endswith(".py") else spec
 
 
-def allowed_plugins(ckpt: Any, given: tuple[str, ...], trust: bool) -> list[str]:
+def allowed_plugins(ckpt: Checkpoint, given: tuple[str, ...], trust: bool) -> list[str]:
     """The plugins a checkpoint's config names, as they may be imported: each one the user gave
     (``given``), or, with ``trust``, the named file looked up beside the checkpoint and its run folder.
     A checkpoint is data, so a named plugin that is neither is refused with one line."""
@@ -330,3 +326,18 @@ def _locate_plugin(spec: str, ckpt_path: Path) -> str:
             if candidate.is_file():
                 return str(candidate.resolve())
     return spec
+
+
+def build_model(source: str | Path, scale: str | None = None, nc: int | None = None, plugins: tuple[str, ...] = (),
+                trust_plugins: bool = False) -> Model:
+    """A model from a YAML cfg or a checkpoint (``.pt``/``.pth``) that carries its config; plugins a
+    checkpoint names are imported only when given in ``plugins`` or with ``trust_plugins``."""
+    path = Path(source)
+    if path.suffix in (".pt", ".pth"):
+        overrides: dict[str, Any] = {}
+        if scale:
+            overrides["scale"] = scale
+        if nc:
+            overrides["nc"] = nc
+        return Model.from_checkpoint(path, plugins=tuple(plugins), trust_plugins=trust_plugins, **overrides)
+    return Model(source, scale=scale, nc=nc, plugins=tuple(plugins))

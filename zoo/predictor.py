@@ -3,9 +3,10 @@
 Segment Anything, Kirillov et al., arXiv:2304.02643 (Sec. 3, "promptable segmentation").
 
 ``set_image`` resizes an ``H x W x 3`` uint8 image so its longest side is the model input size,
-normalises it with SAM's pixel mean/std, pads it bottom-right to a square, and caches the image
-embedding. ``predict`` then maps prompts from original-image pixels into the model-input frame, runs
-only the prompt encoder + mask decoder, and returns masks at the original resolution.
+normalises it as in training (:mod:`zoo.data.normalise`: SAM's pixel mean/std unless the cfg gives
+its own), pads it bottom-right to a square, and caches the image embedding. ``predict`` then maps
+prompts from original-image pixels into the model-input frame, runs only the prompt encoder + mask
+decoder, and returns masks at the original resolution.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from zoo.nn.sam import PIXEL_MEAN, PIXEL_STD, SamHead
+from zoo.data.normalise import InputNormaliser
+from zoo.nn.sam import SamHead
 
 __all__ = ["SamPredictor", "resized_shape"]
 
@@ -50,6 +52,7 @@ class SamPredictor:
         self.head = head
         self.input_size = size
         self.mask_threshold = mask_threshold
+        self.normalise = InputNormaliser.for_model(model)
         self.reset_image()
 
     @property
@@ -69,10 +72,8 @@ class SamPredictor:
             raise ValueError(f"set_image expects an HxWx3 uint8 RGB array, got {got}")
         h, w = resized_shape(image.shape[0], image.shape[1], self.input_size)
         resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float()
-        x = (x - torch.tensor(PIXEL_MEAN).view(3, 1, 1)) / torch.tensor(PIXEL_STD).view(3, 1, 1)
-        x = F.pad(x, (0, self.input_size - w, 0, self.input_size - h))  # zero after normalising, as SAM
-        return x.unsqueeze(0)
+        x = self.normalise.image(resized)
+        return F.pad(x, (0, self.input_size - w, 0, self.input_size - h))  # zero after normalising, as SAM
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,14 @@
-"""Module registry: YAML module names -> classes, with the wiring the builder needs.
+"""Registries: one :class:`Registry` class, one instance per kind of member.
 
-Modeled on mmengine's Registry: one small table, a duplicate name raises, an unknown name says
-where it was asked for and suggests close matches. ``nn.X`` resolves to ``torch.nn.X`` without
-registration. Plugins (a ``.py`` file, an importable module, or a ``zoo.modules`` entry point)
-register their own blocks with the same decorator; zoo's code is never edited.
+Modeled on mmengine's Registry: a duplicate name raises, an unknown name says what was asked for and
+suggests close matches, and each instance knows which modules define its built-in members and
+imports them itself on first lookup, so nothing depends on a caller having imported ``zoo.nn``.
+
+Instances: :data:`MODULES` (YAML module names -> classes + wiring, for the builder) and
+:data:`KEY_MAPS` (foreign checkpoint layouts, for weight loading) live here;
+``zoo.engine.tasks.base.TASKS`` and ``zoo.engine.tasks.heads.HEADS`` in the engine. ``nn.X`` resolves
+to ``torch.nn.X`` without registration. Plugins (a ``.py`` file, an importable module, or a
+``zoo.modules`` entry point) register their own blocks with the same decorator.
 """
 from __future__ import annotations
 
@@ -15,16 +20,148 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Mapping, TypeVar
 
+import torch
 import torch.nn as nn
 
 from zoo.errors import ConfigError, PluginError
-from zoo.wiring import Wiring, passthrough
+from zoo.wiring import TORCH_WIRINGS, Wiring, passthrough
 
-__all__ = ["Entry", "Registry", "MODULES", "register", "load_plugins", "load_entry_point_plugins"]
+if TYPE_CHECKING:
+    from zoo.model import Model
+
+__all__ = ["Registry", "Entry", "KeyMap", "MODULES", "KEY_MAPS", "register", "load_plugins",
+           "load_entry_point_plugins", "FAMILIES"]
+
+T = TypeVar("T")
+
+# The files that define zoo's blocks and the foreign key maps of their families. A new family is a
+# new file under zoo/nn plus one entry here.
+FAMILIES = ("zoo.nn.common", "zoo.nn.yolov10", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
+            "zoo.nn.classify", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
+            "zoo.nn.sam_keys")
 
 
+class Registry(Generic[T]):
+    """A name -> member table.
+
+    ``members`` names the modules whose import registers the built-in members; they are imported
+    on the first lookup (``get``, ``in``, iteration, ``len``), never on registration. ``wrap(name,
+    obj, source, **fields)`` turns what ``register`` is given into the stored member (default: the
+    object itself); ``fallback(name)`` may resolve names nobody registered (``nn.X`` for modules).
+
+    Example::
+
+        @MODULES.register(wiring=io(repeats_at=2))
+        class MyBlock(nn.Module): ...
+
+        KEY_MAPS.register(KeyMap("timm TinyViT", detect, convert))
+    """
+
+    def __init__(self, name: str, members: tuple[str, ...] = (),
+                 wrap: Callable[..., T] | None = None, fallback: Callable[[str], T | None] | None = None,
+                 candidates: Callable[[], list[str]] | None = None, unknown_hint: str = "") -> None:
+        self.name = name
+        self._members = members
+        self._members_loaded = not members
+        self._wrap = wrap
+        self._fallback = fallback
+        self._candidates = candidates
+        self._unknown_hint = unknown_hint
+        self._items: dict[str, T] = {}
+        self._sources: dict[str, str] = {}
+        self._plugin_source: str | None = None  # set while a plugin is being imported
+
+    # ------------------------------------------------------------------ registering
+    def register(self, obj: Any = None, *, name: str | None = None, **fields: Any) -> Any:
+        """``@reg.register``, ``@reg.register(name=..., **fields)``, ``@reg.register("Name")`` or
+        ``reg.register(obj)``. The key is ``name``, else ``obj.name`` (a string), else ``obj.__name__``."""
+        if isinstance(obj, str):  # @register("Name")
+            name, obj = obj, None
+
+        def decorator(target: Any) -> Any:
+            key = name or (target.name if isinstance(getattr(target, "name", None), str) else target.__name__)
+            module = getattr(target, "__module__", "") or ""
+            source = self._plugin_source or ("zoo" if module.startswith("zoo.") or module == "zoo" else module)
+            member = self._wrap(key, target, source, **fields) if self._wrap else target
+            self.add(key, member, source)
+            return target
+
+        return decorator if obj is None else decorator(obj)
+
+    def add(self, key: str, member: T, source: str = "zoo") -> T:
+        if key in self._items:
+            raise KeyError(f"{self.name} registry: '{key}' is already registered by {self._sources[key]} "
+                           f"({_describe(self._items[key])}); pick another name")
+        self._items[key] = member
+        self._sources[key] = source
+        return member
+
+    # ------------------------------------------------------------------ looking up
+    def _load_members(self) -> None:
+        if not self._members_loaded:
+            self._members_loaded = True  # first: a member's import may look things up
+            for module in self._members:
+                importlib.import_module(module)
+
+    def get(self, name: str) -> T:
+        """Resolve ``name``; an unknown one raises :class:`ConfigError` (no location) with suggestions."""
+        self._load_members()
+        if name in self._items:
+            return self._items[name]
+        found = self._fallback(name) if self._fallback else None
+        if found is not None:
+            return found
+        candidates = list(self._items) + (self._candidates() if self._candidates else [])
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+            f"; {self._unknown_hint}" if self._unknown_hint else f"; known: {', '.join(sorted(self._items))}")
+        raise ConfigError(f"unknown {_singular(self.name)} '{name}'{hint}")
+
+    def source_of(self, name: str) -> str:
+        self._load_members()
+        return self._sources[name]
+
+    def __contains__(self, name: object) -> bool:
+        self._load_members()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[T]:
+        self._load_members()
+        return iter([self._items[k] for k in sorted(self._items)])
+
+    def __len__(self) -> int:
+        self._load_members()
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        self._load_members()
+        return sorted(self._items)
+
+    def _import_as_plugin(self, label: str, importer: Callable[[], object]) -> None:
+        self._load_members()  # a plugin's blocks may build on zoo's: they exist before it runs
+        self._plugin_source = label
+        try:
+            importer()
+        except ConfigError:
+            raise
+        except Exception as exc:  # a plugin's own bug: say which plugin, keep the cause
+            raise PluginError(f"plugin '{label}' failed to import: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._plugin_source = None
+
+
+def _singular(name: str) -> str:
+    return name[:-1] if name.endswith("s") else name
+
+
+def _describe(member: Any) -> str:
+    cls = getattr(member, "cls", member)
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', type(cls).__name__)}"
+
+
+# --------------------------------------------------------------------------- modules
 @dataclass(frozen=True)
 class Entry:
     """One registered module: the class, how the builder wires it, and who registered it."""
@@ -43,75 +180,41 @@ class Entry:
             return f"{self.name}(...)"
 
 
-class Registry:
-    """A name -> :class:`Entry` table.
+def _module_entry(name: str, cls: type, source: str, wiring: Wiring | None = None) -> Entry:
+    return Entry(name, cls, wiring or passthrough(), source)
 
-    Example::
 
-        @register(wiring=io(repeats=True))
-        class MyBlock(nn.Module): ...
+def _torch_module(name: str) -> Entry | None:
+    if name.startswith("nn."):
+        attr = getattr(nn, name[3:], None)
+        if isinstance(attr, type) and issubclass(attr, nn.Module):
+            return Entry(name, attr, TORCH_WIRINGS.get(name[3:], passthrough()), "torch.nn")
+    return None
+
+
+MODULES: Registry[Entry] = Registry(
+    "modules", members=FAMILIES, wrap=_module_entry, fallback=_torch_module,
+    candidates=lambda: [f"nn.{n}" for n in dir(nn) if n[:1].isupper()],
+    unknown_hint="register it with @zoo.register or load its plugin with --plugin / 'plugins:'")
+register = MODULES.register
+
+
+# --------------------------------------------------------------------------- foreign key layouts
+@dataclass(frozen=True)
+class KeyMap:
+    """A foreign state-dict layout: how to recognise it and how to rename it to zoo keys.
+
+    ``convert(state, model)`` returns ``(zoo_state, skipped)`` where ``skipped`` maps each source key
+    deliberately left out to the reason (reported, never silently dropped).
     """
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._entries: dict[str, Entry] = {}
-        self._plugin_source: str | None = None  # set while a plugin is being imported
-
-    def register(self, name: str | None = None, *, wiring: Wiring | None = None) -> Callable[[type], type]:
-        def decorator(cls: type) -> type:
-            key = name or cls.__name__
-            if key in self._entries:
-                prev = self._entries[key]
-                raise KeyError(
-                    f"{self.name} registry: '{key}' is already registered by {prev.source} "
-                    f"({prev.cls.__module__}.{prev.cls.__qualname__}); pick another name"
-                )
-            source = self._plugin_source or ("zoo" if cls.__module__.startswith("zoo.") else cls.__module__)
-            self._entries[key] = Entry(key, cls, wiring or passthrough(), source)
-            return cls
-
-        return decorator
-
-    def get(self, name: str) -> Entry:
-        """Resolve ``name``; raises :class:`ConfigError` (no location) with suggestions if unknown."""
-        if name in self._entries:
-            return self._entries[name]
-        if name.startswith("nn."):
-            attr = getattr(nn, name[3:], None)
-            if isinstance(attr, type) and issubclass(attr, nn.Module):
-                from zoo.wiring import TORCH_WIRINGS
-
-                return Entry(name, attr, TORCH_WIRINGS.get(name[3:], passthrough()), "torch.nn")
-        candidates = list(self._entries) + [f"nn.{n}" for n in dir(nn) if n[:1].isupper()]
-        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
-            "; register it with @zoo.register or load its plugin with --plugin / 'plugins:'"
-        )
-        raise ConfigError(f"unknown module '{name}'{hint}")
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
-
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(sorted(self._entries.values(), key=lambda e: e.name))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _import_as_plugin(self, label: str, importer: Callable[[], object]) -> None:
-        self._plugin_source = label
-        try:
-            importer()
-        except ConfigError:
-            raise
-        except Exception as exc:  # a plugin's own bug: say which plugin, keep the cause
-            raise PluginError(f"plugin '{label}' failed to import: {type(exc).__name__}: {exc}") from exc
-        finally:
-            self._plugin_source = None
+    name: str
+    detect: Callable[[Mapping[str, torch.Tensor]], bool]
+    convert: Callable[[dict[str, torch.Tensor], "Model"], tuple[dict[str, torch.Tensor], dict[str, str]]]
 
 
-MODULES = Registry("modules")
-register = MODULES.register
+KEY_MAPS: Registry[KeyMap] = Registry("key maps", members=FAMILIES)
+
 
 _loaded_plugins: set[str] = set()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zoo.engine.losses import ClassificationLoss, TaskAlignedAssigner, YOLOv10Loss
-from zoo.engine.losses.boxes import ciou, giou, pairwise_iou
+from zoo.ops.boxes import ciou, giou, pairwise_iou
 from zoo.engine.losses.yolo import DetectionBranchLoss, grid_anchors, pad_targets
 
 NC, REG = 3, 16

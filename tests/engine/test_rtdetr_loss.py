@@ -10,9 +10,10 @@ import torch
 
 import zoo.nn  # noqa: F401
 from zoo.engine.losses.rtdetr import HungarianMatcher, RTDETRLoss, linear_assignment, rtdetr_targets
-from zoo.engine.tasks import DETECT_HEADS
+from zoo.engine.tasks.heads import HEADS
 from zoo.engine.tasks.rtdetr import rtdetr_train_inputs
 from zoo.model import Model
+from zoo.nn.heads import best_detections
 
 TINY_CFG = {
     "nc": 3,
@@ -122,7 +123,7 @@ def test_perfect_predictions_have_lower_loss_than_random() -> None:
 def test_training_step_on_the_decoder_reduces_the_loss() -> None:
     torch.manual_seed(0)
     model = Model(TINY_CFG).train()
-    entry = DETECT_HEADS["RTDETRDecoder"]
+    entry = HEADS.get(model.head.loss)
     loss_fn = entry.loss(model, argparse.Namespace())
     batch = _batch()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -140,7 +141,7 @@ def test_training_step_on_the_decoder_reduces_the_loss() -> None:
     model.eval()
     with torch.no_grad():
         out = model(batch["img"])
-    dets = entry.postprocess(out, 5)
+    dets = best_detections(out, 5)
     assert dets.shape == (2, 5, 6)
-    _, items = loss_fn(entry.raw(out), batch)  # validation loss on the eval output, no denoising
+    _, items = loss_fn(out[1], batch)  # validation loss on the eval output, no denoising
     assert items["dn_cls"] == 0.0 and items["cls"] > 0

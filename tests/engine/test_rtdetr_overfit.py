@@ -19,11 +19,12 @@ import torch.nn as nn
 import zoo.nn  # noqa: F401
 from zoo.data.dataset import DetectionDataset, collate_detection
 from zoo.data.spec import resolve_data
-from zoo.engine.losses.boxes import pairwise_iou
+from zoo.ops.boxes import pairwise_iou
 from zoo.engine.metrics import DetectionMetrics
-from zoo.engine.tasks import DETECT_HEADS
+from zoo.engine.tasks.heads import HEADS
 from zoo.engine.tasks.rtdetr import rtdetr_train_inputs
 from zoo.model import Model
+from zoo.nn.heads import best_detections
 
 IMGSZ = 96
 N_IMAGES = 4
@@ -60,7 +61,7 @@ def test_rtdetr_overfits_four_images() -> None:
     torch.manual_seed(0)
     batch = _training_batch()
     model = Model(TINY_RTDETR).train()
-    entry = DETECT_HEADS["RTDETRDecoder"]
+    entry = HEADS.get(model.head.loss)
     loss_fn = entry.loss(model, argparse.Namespace())
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     losses: list[float] = []
@@ -79,7 +80,7 @@ def test_rtdetr_overfits_four_images() -> None:
     _recalibrate_batchnorm(model, batch)
     model.eval()
     with torch.no_grad():
-        dets = entry.postprocess(model(batch["img"]), 100)
+        dets = best_detections(model(batch["img"]), 100)
     metrics = DetectionMetrics(5)
     for i in range(N_IMAGES):
         sel = batch["batch_idx"] == i

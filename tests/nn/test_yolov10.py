@@ -35,7 +35,7 @@ def _fixture_model(source: str = "state_dict.pt") -> tuple[Model, dict]:
 def test_fixture_parity(source):
     model, io = _fixture_model(source)
     with torch.no_grad():
-        (decoded, raw), kept = model.run_rows(io["input"], keep=(16, 19, 22))
+        (_, raw), kept = model.run_rows(io["input"], keep=(16, 19, 22))
     for row, ref in io["features"].items():
         assert (kept[int(row)] - ref).abs().max() < 1e-3, row
     # io.pt's `output` is Ultralytics 8.4.190's eval output, which decodes the one-to-many branch
@@ -44,10 +44,10 @@ def test_fixture_parity(source):
     assert (head.decode(raw["one2many"]) - io["output"]).abs().max() < 1e-3
     head.end2end = False
     with torch.no_grad():
-        assert (model(io["input"])[0] - io["output"]).abs().max() < 1e-3
+        assert (model(io["input"])[1]["decoded"] - io["output"]).abs().max() < 1e-3
     head.end2end = True
     with torch.no_grad():
-        one2one = model(io["input"])[0]
+        one2one = model(io["input"])[1]["decoded"]
     assert one2one.shape == io["output"].shape
     assert torch.equal(one2one, head.decode(raw["one2one"]))
 
@@ -55,15 +55,15 @@ def test_fixture_parity(source):
 def test_fixture_parity_after_fuse_and_deploy():
     model, io = _fixture_model()
     with torch.no_grad():
-        before = model(io["input"])[0]
+        before = model(io["input"])[1]["decoded"]
         model.fuse()
         assert not any(isinstance(m, RepVGGDW) and m.conv1 is not None for m in model.modules())
-        fused = model(io["input"])[0]
+        fused = model(io["input"])[1]["decoded"]
         model.head.end2end = False
-        assert (model(io["input"])[0] - io["output"]).abs().max() < 1e-3
+        assert (model(io["input"])[1]["decoded"] - io["output"]).abs().max() < 1e-3
         model.head.end2end = True
         model.deploy()
-        deployed = model(io["input"])[0]
+        deployed = model(io["input"])[1]["decoded"]
     assert (fused - before).abs().max() < 1e-3
     assert (deployed - before).abs().max() < 1e-3
     assert model.head.cv2 is None
@@ -81,8 +81,8 @@ def test_fuse_keeps_outputs_with_nontrivial_batchnorm():
     model.eval()
     x = torch.rand(1, 3, 160, 224)
     with torch.no_grad():
-        before = model(x)[0]
-        after = model.fuse()(x)[0]
+        before = model(x)[1]["decoded"]
+        after = model.fuse()(x)[1]["decoded"]
     assert (after - before).abs().max() / before.abs().max() < 1e-4
 
 
@@ -91,7 +91,8 @@ def test_any_multiple_of_32_non_square_and_batched(shape):
     model = Model(CFG / "yolov10n.yaml", nc=6).eval()
     b, _, h, w = shape
     with torch.no_grad():
-        decoded, raw = model(torch.rand(*shape))
+        raw = model(torch.rand(*shape))[1]
+    decoded = raw["decoded"]
     anchors = sum((h // s) * (w // s) for s in (8, 16, 32))
     assert decoded.shape == (b, 4 + 6, anchors)
     assert decoded[:, 4:].min() >= 0 and decoded[:, 4:].max() <= 1

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     from zoo.bench import benchmark, format_result
-    from zoo.cli import build_model
+    from zoo.model import build_model
 
     model = build_model(args.cfg, args.scale, args.nc, args.plugin, args.trust_plugins)
     if args.fuse:

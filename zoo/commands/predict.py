@@ -5,8 +5,10 @@
 - SAM: masks for the ``--points`` / ``--box`` prompts (see :mod:`zoo.commands.predict_sam`).
 
 Images are letterboxed (detection) or centre-cropped (classification) to ``--imgsz`` (default:
-the size the checkpoint was trained at, else the cfg's ``imgsz``, else 320 / 224), and drawn at
-their original resolution into ``--out`` (default ``runs/predict``), one file per image.
+the size the checkpoint was trained at, else the cfg's ``imgsz``, else the task's default, 320 /
+224), normalised as in training (:mod:`zoo.data.normalise`), and drawn at their original resolution
+into ``--out`` (default ``runs/predict``), one file per image. Detections come from the head contract
+(:mod:`zoo.nn.heads`), so any detection head works.
 """
 from __future__ import annotations
 
@@ -19,11 +21,20 @@ import torch
 from PIL import Image
 
 from zoo.commands.predict_sam import add_prompt_arguments, predict_sam
+from zoo.data.normalise import InputNormaliser
+from zoo.data.sources import list_images
+from zoo.data.transforms import center_crop_resize, letterbox
+from zoo.engine.ckpt import load_training_checkpoint
+from zoo.engine.plotting import draw_boxes, draw_label
+from zoo.engine.tasks.base import TASKS
 from zoo.errors import DataError, ZooError
+from zoo.model import build_model
+from zoo.nn.heads import detect
 
 __all__ = ["add_arguments", "run", "PredictError", "detect_image", "classify_image"]
 
-DEFAULT_IMGSZ = {"detect": 320, "classify": 224}
+# the tasks whose heads draw on one image at a time here (SAM's "segment" takes prompts: predict_sam)
+IMAGE_TASKS = ("detect", "classify")
 
 
 class PredictError(ZooError):
@@ -48,16 +59,12 @@ def _checkpoint_info(path: str) -> dict[str, Any]:
     if not path.endswith((".pt", ".pth")):
         return {}
     try:
-        from zoo.engine.ckpt import load_training_checkpoint
-
         return dict(load_training_checkpoint(path))
     except Exception:  # a foreign checkpoint: Model.load still reads its weights
         return {}
 
 
 def _images(source: Path) -> list[Path]:
-    from zoo.data.sources import list_images
-
     if not source.exists():
         raise DataError(f"--source '{source}' does not exist")
     images = list_images(source)
@@ -66,30 +73,14 @@ def _images(source: Path) -> list[Path]:
     return images
 
 
-def _normalise(model: torch.nn.Module, rgb: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``(S, S, 3)`` uint8 -> ``(1, 3, S, S)`` in the cfg's normalisation (0..1 without mean/std)."""
-    x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div(255.0)[None].to(device)
-    cfg = getattr(model, "yaml", {}) or {}
-    if "mean" in cfg:
-        x = x - torch.tensor(cfg["mean"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
-    if "std" in cfg:
-        x = x / torch.tensor(cfg["std"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
-    return x
-
-
 @torch.no_grad()
 def detect_image(model: torch.nn.Module, image: np.ndarray, imgsz: int, conf: float, max_det: int
                  ) -> np.ndarray:
     """Detections ``(K, 6)`` x1, y1, x2, y2 (original-image pixels), score, class for one RGB image."""
-    from zoo.data.transforms import letterbox
-    from zoo.engine.tasks.detect import DETECT_HEADS
-
-    head = type(model.model[-1]).__name__
-    if head not in DETECT_HEADS:
-        raise PredictError(f"no post-processing for detection head {head}; known: {', '.join(sorted(DETECT_HEADS))}")
     device = next(model.parameters()).device
     boxed, _, _, place, _ = letterbox(image, np.zeros((0, 4), np.float32), None, imgsz)
-    dets = DETECT_HEADS[head].postprocess(model(_normalise(model, boxed, device)), max_det)[0].float().cpu()
+    dets, _ = detect(model, InputNormaliser.for_model(model).image(boxed, device), max_det)
+    dets = dets[0].float().cpu()
     dets = dets[dets[:, 4] > conf].numpy().copy()
     dets[:, [0, 2]] = ((dets[:, [0, 2]] - place.pad_x) / place.ratio).clip(0, image.shape[1])
     dets[:, [1, 3]] = ((dets[:, [1, 3]] - place.pad_y) / place.ratio).clip(0, image.shape[0])
@@ -99,17 +90,12 @@ def detect_image(model: torch.nn.Module, image: np.ndarray, imgsz: int, conf: fl
 @torch.no_grad()
 def classify_image(model: torch.nn.Module, image: np.ndarray, imgsz: int) -> np.ndarray:
     """Class probabilities ``(nc,)`` for one RGB image (centre crop, as in validation)."""
-    from zoo.data.transforms import center_crop_resize
-
     device = next(model.parameters()).device
-    logits = model(_normalise(model, center_crop_resize(image, imgsz), device))
+    logits = model(InputNormaliser.for_model(model).image(center_crop_resize(image, imgsz), device))
     return logits.float().softmax(-1)[0].cpu().numpy()
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoo.cli import build_model
-    from zoo.engine.plotting import draw_boxes, draw_label
-
     info = _checkpoint_info(args.cfg)
     model = build_model(args.cfg, args.scale, None, list(getattr(args, "plugin", None) or []),
                         bool(getattr(args, "trust_plugins", False)))
@@ -132,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
                 raise PredictError(str(exc)) from None
             print(f"{path} -> {written}")
         return 0
-    if task not in DEFAULT_IMGSZ:
+    if task not in IMAGE_TASKS:
         raise PredictError(f"zoo predict does not know the task '{task}' of head {type(model.model[-1]).__name__}")
-    imgsz = int(args.imgsz or trained_size or model.yaml.get("imgsz") or DEFAULT_IMGSZ[task])
+    imgsz = int(args.imgsz or trained_size or model.yaml.get("imgsz") or TASKS.get(task).default_imgsz)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in images:
         try:

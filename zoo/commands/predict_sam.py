@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from zoo.engine.plotting import overlay_masks
 from zoo.predictor import SamPredictor
 
-__all__ = ["predict_sam", "overlay_masks", "parse_point", "parse_box", "add_prompt_arguments"]
-
-MASK_COLOURS = (  # RGB, distinguishable on photos
-    (30, 144, 255), (255, 99, 71), (50, 205, 50), (255, 215, 0), (186, 85, 211), (0, 206, 209),
-)
-POSITIVE_COLOUR, NEGATIVE_COLOUR, BOX_COLOUR = (0, 220, 0), (230, 0, 0), (255, 255, 0)
+__all__ = ["predict_sam", "parse_point", "parse_box", "add_prompt_arguments"]
 
 
 def parse_point(text: str) -> tuple[float, float, int]:
@@ -64,25 +60,6 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SAM point prompts in image pixels; label 1 foreground (default) or 0 background")
     parser.add_argument("--box", action="append", type=parse_box, default=[], metavar="X1,Y1,X2,Y2",
                         help="SAM box prompt in image pixels (repeat for one mask per box)")
-
-
-def overlay_masks(image: np.ndarray, masks: Sequence[np.ndarray], points: Sequence[tuple[float, float, int]] = (),
-                  boxes: Sequence[tuple[float, float, float, float]] = (), alpha: float = 0.45) -> Image.Image:
-    """Blend boolean ``(H, W)`` masks onto an ``(H, W, 3)`` uint8 image and draw the prompts."""
-    out = image.astype(np.float32)
-    for i, mask in enumerate(masks):
-        colour = np.array(MASK_COLOURS[i % len(MASK_COLOURS)], dtype=np.float32)
-        out[mask] = (1.0 - alpha) * out[mask] + alpha * colour
-    canvas = Image.fromarray(out.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
-    radius = max(3, round(max(image.shape[:2]) / 150))
-    width = max(2, radius // 2)
-    for x1, y1, x2, y2 in boxes:
-        draw.rectangle((x1, y1, x2, y2), outline=BOX_COLOUR, width=width)
-    for x, y, label in points:
-        fill = POSITIVE_COLOUR if label == 1 else NEGATIVE_COLOUR
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=(255, 255, 255))
-    return canvas
 
 
 def predict_sam(model: Any, source: Path, points: list[tuple[float, float, int]],

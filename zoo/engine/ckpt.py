@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo.errors import CheckpointError
+from zoo.version import __version__
+
 __all__ = ["atomic_save", "capture_rng", "restore_rng", "load_training_checkpoint", "FORMAT"]
 
 FORMAT = "zoo-train/1"
@@ -94,15 +97,11 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def stamp() -> dict[str, str]:
-    from zoo import __version__
-
     return {"format": FORMAT, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": __version__}
 
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by the trainer (weights only, no code runs)."""
-    from zoo.errors import CheckpointError
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -6,8 +6,9 @@ re-launches the user's own command under ``torch.distributed.run``. Re-running t
 own script before calling :func:`zoo.cli.main`, are registered in every process. Each child sees
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` and trains as one rank instead of launching again.
 
-``python -m zoo.engine.ddp`` is what torchrun starts in each rank; it reads the command to re-run
-from the environment (``ZOO_DDP_ARGV``, and ``ZOO_DDP_SCRIPT`` for a user script).
+torchrun starts ``python -m zoo.cli`` in each rank (the engine never imports the CLI); it asks
+:func:`rank_command` for the command to re-run, which travels in the environment (``ZOO_DDP_ARGV``,
+and ``ZOO_DDP_SCRIPT`` for a user script).
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def launch(nproc: int, cli_argv: Sequence[str], env: dict[str, str] | None = Non
     """
     script, argv = relaunch_command(cli_argv)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "zoo.engine.ddp"]
+           "-m", "zoo.cli"]  # the CLI runs the rank (rank_command tells it what)
     child_env = dict(os.environ if env is None else env)
     child_env[_ENV_ARGV] = json.dumps(argv)
     child_env.pop(_ENV_SCRIPT, None)
@@ -153,18 +154,14 @@ def check_replicas(model: nn.Module) -> str:
     return f"DDP: weights identical on {len(sums)} ranks (checksum {sums[0, 0].item():.10g})"
 
 
-def _rank_main() -> int:
-    """Entry point of every rank: re-run the user's script, or the zoo command line."""
-    argv = json.loads(os.environ.get(_ENV_ARGV, "[]"))
-    script = os.environ.get(_ENV_SCRIPT)
-    if script:
-        sys.argv = [script, *argv]
-        runpy.run_path(script, run_name="__main__")
-        return 0
-    from zoo.cli import main
-
-    return main(argv)
+def rank_command() -> tuple[str | None, list[str]] | None:
+    """In a rank started by :func:`launch`: ``(user script or None, argv)`` to run; else ``None``."""
+    if _ENV_ARGV not in os.environ:
+        return None
+    return os.environ.get(_ENV_SCRIPT), json.loads(os.environ[_ENV_ARGV])
 
 
-if __name__ == "__main__":
-    sys.exit(_rank_main())
+def run_user_script(script: str, argv: list[str]) -> None:
+    """Re-run the user's own script in a rank, so the blocks it registers exist there too."""
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")

@@ -9,7 +9,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["plot_results", "draw_boxes", "draw_label", "save_grid", "class_colour"]
+__all__ = ["plot_results", "draw_boxes", "draw_label", "overlay_masks", "save_grid", "class_colour"]
+
+MASK_COLOURS = (  # RGB, distinguishable on photos
+    (30, 144, 255), (255, 99, 71), (50, 205, 50), (255, 215, 0), (186, 85, 211), (0, 206, 209),
+)
+POSITIVE_COLOUR, NEGATIVE_COLOUR, BOX_COLOUR = (0, 220, 0), (230, 0, 0), (255, 255, 0)
 
 
 def class_colour(c: int) -> tuple[int, int, int]:
@@ -51,6 +56,25 @@ def draw_label(image: np.ndarray, text: str, ok: bool | None = None) -> np.ndarr
     out.paste(Image.fromarray(image), (0, strip))
     ImageDraw.Draw(out).text((2, 1), text, fill=(255, 255, 255))
     return np.asarray(out)
+
+
+def overlay_masks(image: np.ndarray, masks: Sequence[np.ndarray], points: Sequence[tuple[float, float, int]] = (),
+                  boxes: Sequence[tuple[float, float, float, float]] = (), alpha: float = 0.45) -> Image.Image:
+    """Blend boolean ``(H, W)`` masks onto an ``(H, W, 3)`` uint8 image and draw the prompts."""
+    out = image.astype(np.float32)
+    for i, mask in enumerate(masks):
+        colour = np.array(MASK_COLOURS[i % len(MASK_COLOURS)], dtype=np.float32)
+        out[mask] = (1.0 - alpha) * out[mask] + alpha * colour
+    canvas = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    radius = max(3, round(max(image.shape[:2]) / 150))
+    width = max(2, radius // 2)
+    for x1, y1, x2, y2 in boxes:
+        draw.rectangle((x1, y1, x2, y2), outline=BOX_COLOUR, width=width)
+    for x, y, label in points:
+        fill = POSITIVE_COLOUR if label == 1 else NEGATIVE_COLOUR
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=(255, 255, 255))
+    return canvas
 
 
 def save_grid(images: Sequence[np.ndarray], path: Path, columns: int | None = None) -> Path:

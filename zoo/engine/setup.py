@@ -10,7 +10,9 @@ import torch.nn as nn
 
 from zoo.engine.ddp import DistInfo, cuda_device_ids
 from zoo.engine.tasks.base import task_for
+from zoo.checkpoint import read_checkpoint
 from zoo.errors import ZooError
+from zoo.model import Model, build_model
 
 __all__ = ["TrainSetupError", "select_device", "build_for_task", "freeze", "plain_args"]
 
@@ -77,17 +79,12 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weigh
 
     Returns ``(model, task, imgsz)``.
     """
-    from zoo.cli import build_model
-    from zoo.model import Model
-
     plugins = list(getattr(args, "plugin", None) or [])
     # a resumed run is built from the config its checkpoint carries (plugins it names need the user's
     # say-so), not from a cfg path that was relative to where the run started
     source = str(getattr(args, "resume", None) or args.cfg)
     model = build_model(source, getattr(args, "scale", None), None, plugins, bool(getattr(args, "trust_plugins", False)))
     if source.endswith((".pt", ".pth")):
-        from zoo.checkpoint import read_checkpoint
-
         model.name = str(read_checkpoint(source).extra.get("name") or Path(source).stem)
     task_cls = task_for(model)
     task = task_cls(args, model)

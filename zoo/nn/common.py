@@ -1,17 +1,22 @@
 """Layers shared by several families: Conv+BN+act, depthwise conv, concat, output picking,
-LayerNorm2d, MLP, attention and BN folding.
+LayerNorm2d, MLP and attention. ``autopad`` and ``fuse_conv_bn`` live with the conv block in
+:mod:`zoo.nn.conv_norm_act` and are re-exported here for the families that import them from here.
 
 Ultralytics-style convolutions use BatchNorm with ``eps=1e-3, momentum=0.03`` (what Ultralytics'
 ``initialize_weights`` sets on every model it builds), so checkpoints trained there reproduce.
 """
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_dispatch_mode
 
-from zoo.nn.fast_cpu import conv_act, linear_act
+from zoo.nn.conv_norm_act import ConvNormAct, autopad, fuse_conv_bn
+from zoo.nn.fast_cpu import linear_act
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, concat, custom, io, picked_output, stride_arg
 
@@ -24,55 +29,20 @@ ULTRA_BN_EPS = 1e-3
 ULTRA_BN_MOMENTUM = 0.03
 
 
-def autopad(k: int | tuple[int, int], p: int | None = None, d: int = 1) -> int | list[int]:
-    """'Same' padding for stride 1: ``d * (k - 1) // 2`` per spatial dim unless ``p`` is given."""
-    if p is not None:
-        return p
-    if isinstance(k, int):
-        return d * (k - 1) // 2
-    return [d * (x - 1) // 2 for x in k]
-
-
-@torch.no_grad()
-def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """Return a new conv with ``bn`` (eval statistics) folded into its weight and bias."""
-    fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
-    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
-    fused.weight.requires_grad_(False)
-    fused.bias.requires_grad_(False)
-    return fused
-
-
 @register(wiring=io(spatial=stride_arg(3)))
-class Conv(nn.Module):
-    """Conv2d -> BatchNorm2d -> activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
+class Conv(ConvNormAct):
+    """Ultralytics' Conv: Conv2d -> BatchNorm2d(eps 1e-3, momentum 0.03) -> activation.
+    ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
 
-    ``act``: ``True`` for SiLU, ``False`` for none, or an ``nn.Module``. After :meth:`fuse` the
-    BN is folded into the conv and ``self.bn`` is ``None``.
+    ``act``: ``True`` for SiLU, ``False`` for none (an ``nn.Identity``, as Ultralytics registers), or an
+    ``nn.Module``. After :meth:`fuse` the BN is folded into the conv and ``self.bn`` is ``None``.
     """
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1,
                  d: int = 1, act: bool | nn.Module = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
-        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2, eps=ULTRA_BN_EPS, momentum=ULTRA_BN_MOMENTUM)
-        self.act = nn.SiLU() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:  # fused: conv + bias + act can be one oneDNN call
-            return conv_act(x, self.conv, self.act)
-        return self.act(self.bn(self.conv(x)))
-
-    def fuse(self) -> None:
-        if self.bn is not None:
-            self.conv = fuse_conv_bn(self.conv, self.bn)
-            self.bn = None
+        activation = nn.SiLU() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+        super().__init__(c1, c2, k, s, p, g, d, norm=partial(nn.BatchNorm2d, eps=ULTRA_BN_EPS,
+                                                              momentum=ULTRA_BN_MOMENTUM), act=activation)
 
 
 @register(wiring=io(spatial=stride_arg(3)))
@@ -80,8 +50,6 @@ class DWConv(Conv):
     """Depthwise(-ish) Conv: groups = gcd(c1, c2)."""
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, d: int = 1, act: bool | nn.Module = True) -> None:
-        import math
-
         super().__init__(c1, c2, k, s, g=math.gcd(c1, c2), d=d, act=act)
 
 

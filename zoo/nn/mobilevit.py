@@ -1,7 +1,8 @@
 """MobileViT (v1) as YAML rows, plus a whole-backbone row for v1 and v2.
 
 Paper: Mehta & Rastegari, "MobileViT: Light-weight, General-purpose, and Mobile-friendly Vision
-Transformer", arXiv:2110.02178. v2 blocks live in :mod:`zoo.nn.mobilevit_v2` (arXiv:2206.02680).
+Transformer", arXiv:2110.02178. v2 blocks live in :mod:`zoo.nn.mobilevit_v2` (arXiv:2206.02680); the
+stem conv and the MV2 blocks both versions use live in :mod:`zoo.nn.mobilevit_common` (re-exported here).
 
 Every row maps ``(B, C, H, W)`` feature maps. BatchNorm uses PyTorch's default ``eps=1e-5`` (timm /
 ml-cvnets), activations are SiLU. Nothing depends on the image size: a MobileViT block resizes its map
@@ -31,88 +32,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import attention, fuse_conv_bn
-from zoo.nn.fast_cpu import conv_act
+from zoo.nn.common import attention
+from zoo.nn.mobilevit_common import ConvBNAct, InvertedResidual, MV2Stage, round_channels
+from zoo.nn.mobilevit_v2 import MobileViTBlockV2
 from zoo.nn.tiny_vit import heads_for
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom, io, pyramid, same_size, stride_arg
+from zoo.wiring import RowContext, Wired, custom, pyramid, same_size
 
 __all__ = [
     "round_channels", "ConvBNAct", "InvertedResidual", "MV2Stage", "TransformerEncoder", "MobileViTBlock",
     "MobileViTBackbone", "VARIANTS",
 ]
-
-
-def round_channels(v: float, divisor: int = 8) -> int:
-    """Round to the nearest multiple of ``divisor`` but never more than 10% below ``v`` (timm's rule)."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
-
-
-@register(wiring=io(spatial=stride_arg(3)))
-class ConvBNAct(nn.Module):
-    """Conv2d (no bias, padding ``k // 2``) -> BatchNorm2d(eps 1e-5) -> SiLU (or nothing).
-
-    ``(B, c1, H, W) -> (B, c2, H/s, W/s)``. Attribute names ``conv``/``bn`` match timm's ConvNormAct.
-    """
-
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, g: int = 1, act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, groups=g, bias=False)
-        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2)
-        self.act = nn.SiLU() if act else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:  # fused: conv, bias and act in one call on CPU
-            return conv_act(x, self.conv, self.act)
-        return self.act(self.bn(self.conv(x)))
-
-    def fuse(self) -> None:
-        if self.bn is not None:
-            self.conv = fuse_conv_bn(self.conv, self.bn)
-            self.bn = None
-
-
-@register(wiring=io(spatial=stride_arg(2)))
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block (MV2): 1x1 expand -> SiLU -> 3x3 depthwise (stride ``s``) -> SiLU -> 1x1 linear.
-
-    ``(B, c1, H, W) -> (B, c2, H/s, W/s)``; residual when ``s == 1`` and ``c1 == c2``. The hidden width is
-    ``round_channels(c1 * expansion)``.
-    """
-
-    def __init__(self, c1: int, c2: int, s: int = 1, expansion: float = 4.0) -> None:
-        super().__init__()
-        if s not in (1, 2):
-            raise ValueError(f"InvertedResidual stride must be 1 or 2, got {s}")
-        hidden = round_channels(c1 * expansion)
-        self.conv1_1x1 = ConvBNAct(c1, hidden, 1)
-        self.conv2_kxk = ConvBNAct(hidden, hidden, 3, s, g=hidden)
-        self.conv3_1x1 = ConvBNAct(hidden, c2, 1, act=False)
-        self.residual = s == 1 and c1 == c2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv3_1x1(self.conv2_kxk(self.conv1_1x1(x)))
-        return x + y if self.residual else y
-
-
-@register(wiring=io(repeats_at=2, spatial=stride_arg(3)))
-class MV2Stage(nn.Module):
-    """``n`` InvertedResidual blocks; the first maps ``c1 -> c2`` with stride ``s``, the rest keep ``c2``.
-
-    ``(B, c1, H, W) -> (B, c2, H/s, W/s)``. YAML: ``[-1, n, MV2Stage, [c2, s, expansion]]``.
-    """
-
-    def __init__(self, c1: int, c2: int, n: int = 1, s: int = 1, expansion: float = 4.0) -> None:
-        super().__init__()
-        if n < 1:
-            raise ValueError(f"MV2Stage needs at least one block, got n={n}")
-        self.blocks = nn.Sequential(
-            *(InvertedResidual(c1 if j == 0 else c2, c2, s if j == 0 else 1, expansion) for j in range(n))
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -260,8 +190,6 @@ class MobileViTBackbone(nn.Module):
                                             MobileViTBlock(c2, dim, depth, head_dim, 2, 2.0)))
                 c = c2
         else:
-            from zoo.nn.mobilevit_v2 import MobileViTBlockV2  # v2 builds on this file's blocks
-
             m = _V2[variant]
             widths = [int(w * m) for w in (64, 128, 256, 384, 512)]
             self.stem = ConvBNAct(c1, int(32 * m), 3, 2)
@@ -295,5 +223,3 @@ class MobileViTBackbone(nn.Module):
             outs[-1] = self.final_conv(outs[-1])
         return outs
 
-
-from zoo.nn import mobilevit_v2  # noqa: E402,F401  (registers the v2 rows)

@@ -1,7 +1,7 @@
 """MobileViTv2 blocks as YAML rows.
 
 Paper: Mehta & Rastegari, "Separable Self-attention for Mobile Vision Transformers",
-arXiv:2206.02680. The MV2 stages and the stem are shared with v1 (:mod:`zoo.nn.mobilevit`).
+arXiv:2206.02680. The MV2 stages and the stem are shared with v1 (:mod:`zoo.nn.mobilevit_common`).
 
 The transformer works on the unfolded map ``(B, C, P, N)`` (``P`` pixels per patch, ``N`` patches)
 with 1x1 convolutions, so no transposes are needed; normalisation is GroupNorm with one group
@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.mobilevit import ConvBNAct
+from zoo.nn.mobilevit_common import ConvBNAct
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, same_size
 

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, attention, fuse_conv_bn
 from zoo.nn.fast_cpu import conv_act, linear, linear_act
+from zoo.nn.heads import DEFAULT_MAX_DET
 from zoo.nn.rtdetr_denoising import denoising_queries, inverse_sigmoid
+from zoo.ops.boxes import xywh_to_xyxy
 from zoo.registry import register
 from zoo.wiring import multi_input, not_a_map
 
@@ -310,11 +312,12 @@ class RTDETRDecoder(nn.Module):
 
     Input: list of ``(B, ch[i], H_i, W_i)`` maps. Output:
 
-    * eval: ``(detections, raw)``. ``detections (B, K, 6)`` are ``[x1, y1, x2, y2, score, class]`` in
-      input-image pixels, the top ``K = min(max_det, Q*nc)`` (query, class) pairs by sigmoid score
-      (NMS-free). ``raw`` is a dict with ``dec_bboxes (B, Q, 4)`` (last layer, cxcywh normalised to
-      [0, 1]), ``dec_scores (B, Q, nc)`` (last-layer class logits), ``enc_bboxes (B, Q, 4)`` and
-      ``enc_scores (B, Q, nc)`` (the selected encoder proposals).
+    * eval (the detection contract of :mod:`zoo.nn.heads`): ``(detections, raw)``. ``detections
+      (B, K, 6)`` are ``[x1, y1, x2, y2, score, class]`` in input-image pixels, the top
+      ``K = min(max_det, Q*nc)`` (query, class) pairs by sigmoid score (NMS-free). ``raw`` is a dict
+      with ``dec_bboxes (B, Q, 4)`` (last layer, cxcywh normalised to [0, 1]), ``dec_scores (B, Q, nc)``
+      (last-layer class logits), ``enc_bboxes (B, Q, 4)`` and ``enc_scores (B, Q, nc)`` (the selected
+      encoder proposals).
     * training (``forward(x, batch=...)``): a dict with ``dec_bboxes (L, B, D+Q, 4)``,
       ``dec_scores (L, B, D+Q, nc)`` for every decoder layer (the first ``D`` queries are denoising
       queries), ``enc_bboxes``, ``enc_scores`` and ``dn_meta`` (``None`` without denoising, else
@@ -323,6 +326,7 @@ class RTDETRDecoder(nn.Module):
     """
 
     task = "detect"
+    loss = "rtdetr"  # its training loss: the "rtdetr" entry of zoo.engine.tasks.heads.HEADS
 
     def __init__(self, nc: int = 80, ch: tuple[int, ...] | list[int] = (512, 1024, 2048), hd: int = 256,
                  nq: int = 300, ndp: int = 4, nh: int = 8, ndl: int = 6, d_ffn: int = 1024, dropout: float = 0.0,
@@ -339,7 +343,7 @@ class RTDETRDecoder(nn.Module):
         self.nl = len(ch)
         self.num_queries, self.num_decoder_layers = nq, ndl
         self.num_denoising, self.label_noise_ratio, self.box_noise_scale = nd, label_noise_ratio, box_noise_scale
-        self.max_det = 300
+        self.max_det = DEFAULT_MAX_DET
         self.strides: list[float] = [8.0 * 2 ** i for i in range(self.nl)]  # set by the builder
 
         self.input_proj = nn.ModuleList(
@@ -454,7 +458,10 @@ class RTDETRDecoder(nn.Module):
             embed = torch.cat([dn_embed, embed], 1)
         return embed, ref_logits, enc_bboxes, enc_scores
 
-    def forward(self, x: list[torch.Tensor], *, batch: dict[str, Any] | None = None) -> Any:
+    def forward(self, x: list[torch.Tensor], *, batch: dict[str, Any] | None = None,
+                max_det: int | None = None) -> Any:
+        """``batch``: training targets for the denoising queries; ``max_det`` (eval only): detections to
+        return per image, default :attr:`max_det`."""
         feats, shapes = self._encoder_input(x)
         dn_embed = dn_bbox = attn_mask = dn_meta = None
         if self.training and batch is not None and self.num_denoising > 0:
@@ -471,18 +478,18 @@ class RTDETRDecoder(nn.Module):
                     "enc_scores": enc_scores, "dn_meta": dn_meta}
         raw = {"dec_bboxes": dec_bboxes[-1], "dec_scores": dec_scores[-1], "enc_bboxes": enc_bboxes,
                "enc_scores": enc_scores}
-        return self.postprocess(raw["dec_bboxes"], raw["dec_scores"], shapes), raw
+        return self.postprocess(raw["dec_bboxes"], raw["dec_scores"], shapes, max_det), raw
 
-    def postprocess(self, boxes: torch.Tensor, logits: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def postprocess(self, boxes: torch.Tensor, logits: torch.Tensor, shapes: list[tuple[int, int]],
+                    max_det: int | None = None) -> torch.Tensor:
         """Top-k over queries x classes: ``(B, Q, 4)`` cxcywh + ``(B, Q, nc)`` logits -> ``(B, K, 6)``
         ``[x1, y1, x2, y2, score, class]`` in pixels of the input image (size = level-0 map x its stride)."""
         b, q, nc = logits.shape
         img_h, img_w = shapes[0][0] * self.strides[0], shapes[0][1] * self.strides[0]
-        k = min(self.max_det, q * nc)
+        k = min(self.max_det if max_det is None else max_det, q * nc)
         scores, idx = logits.sigmoid().flatten(1).topk(k, dim=1)
         labels = idx % nc
         picked = boxes.gather(1, (idx // nc).unsqueeze(-1).expand(-1, -1, 4))
-        cxcy, wh = picked[..., :2], picked[..., 2:]
-        xyxy = torch.cat([cxcy - wh / 2, cxcy + wh / 2], -1)
+        xyxy = xywh_to_xyxy(picked)
         xyxy = xyxy * xyxy.new_tensor([img_w, img_h, img_w, img_h])
         return torch.cat([xyxy, scores.unsqueeze(-1), labels.unsqueeze(-1).to(xyxy.dtype)], -1)

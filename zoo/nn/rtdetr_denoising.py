@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from zoo.ops.boxes import xywh_to_xyxy, xyxy_to_xywh
+
 __all__ = ["inverse_sigmoid", "denoising_queries"]
 
 
@@ -18,14 +20,6 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``log(x / (1 - x))`` with ``x`` clamped to [0, 1] and both terms floored at ``eps``."""
     x = x.clamp(0.0, 1.0)
     return torch.log(x.clamp(min=eps) / (1.0 - x).clamp(min=eps))
-
-
-def _xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    return torch.cat([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], -1)
-
-
-def _xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
-    return torch.cat([(b[..., :2] + b[..., 2:]) / 2, b[..., 2:] - b[..., :2]], -1)
 
 
 def _targets(batch: dict[str, Any], batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
@@ -98,13 +92,13 @@ def denoising_queries(batch: dict[str, Any], batch_size: int, num_classes: int, 
         flip = torch.rand(dn_cls.shape, device=device) < label_noise_ratio * 0.5
         dn_cls = torch.where(flip, torch.randint_like(dn_cls, 0, num_classes), dn_cls)
     if box_noise_scale > 0:
-        corners = _xywh_to_xyxy(dn_boxes)
+        corners = xywh_to_xyxy(dn_boxes)
         half_wh = (dn_boxes[:, 2:] * 0.5).repeat(1, 2) * box_noise_scale
         sign = torch.randint(0, 2, dn_boxes.shape, device=device).float() * 2.0 - 1.0
         # positives move by < half their size, negatives by between one and two half-sizes
         magnitude = torch.rand_like(dn_boxes) + negative.float().unsqueeze(-1)
         corners = (corners + sign * magnitude * half_wh).clamp(0.0, 1.0)
-        dn_boxes = _xyxy_to_xywh(corners)
+        dn_boxes = xyxy_to_xywh(corners)
     dn_logits = torch.logit(dn_boxes, eps=1e-6)
 
     embed = class_embed.new_zeros(batch_size, num_dn_total, class_embed.shape[-1])

@@ -116,6 +116,9 @@ class SamHead(nn.Module):
     """
 
     task = "segment"
+    # the input statistics SAM's weights were trained with (zoo.data.normalise reads them)
+    pixel_mean = PIXEL_MEAN
+    pixel_std = PIXEL_STD
 
     def __init__(self, c1: int = 256, depth: int = 2, num_heads: int = 8, mlp_dim: int = 2048,
                  downsample_rate: int = 2, num_multimask_outputs: int = 3, mask_in_chans: int = 16,
@@ -148,4 +151,3 @@ class SamHead(nn.Module):
         return masks, iou
 
 
-from zoo.nn import sam_keys  # noqa: E402,F401  (registers the MobileSAM / segment-anything key map)

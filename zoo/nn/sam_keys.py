@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from zoo.checkpoint import KeyMap, register_key_map
+from zoo.registry import KEY_MAPS, KeyMap
 from zoo.nn.timm_keys import map_tinyvit_key, tinyvit_rows
 
 __all__ = ["is_sam_checkpoint", "convert_sam", "SAM_KEY_MAP"]
@@ -72,4 +72,4 @@ def convert_sam(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str
     return out, skipped
 
 
-SAM_KEY_MAP = register_key_map(KeyMap("segment-anything", is_sam_checkpoint, convert_sam))
+SAM_KEY_MAP = KEY_MAPS.register(KeyMap("segment-anything", is_sam_checkpoint, convert_sam))

@@ -17,7 +17,7 @@ for the SAM cfgs.
 
 MobileViT v1/v2 (see :mod:`zoo.nn.mobilevit`)::
 
-    stem.*                   -> MobileViTStem row .conv/.bn
+    stem.*                   -> the first ConvBNAct row .conv/.bn
     stages.{i}.{j}.*         -> the rows of stage i in order: MV2 rows (InvertedResidual /
                                 MV2Stage) then the MobileViTBlock / MobileViTBlockV2 row
     final_conv.*             -> Classify row .expand.*
@@ -32,7 +32,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from zoo.checkpoint import KeyMap, register_key_map
+from zoo.registry import KEY_MAPS, KeyMap
 
 __all__ = [
     "TinyViTRows", "tinyvit_rows", "map_tinyvit_key", "convert_timm_tinyvit",
@@ -211,5 +211,5 @@ def _is_timm_mobilevit(sd: Mapping[str, torch.Tensor]) -> bool:
         ".transformer.0." in k for k in sd)
 
 
-register_key_map(KeyMap("timm TinyViT", _is_timm_tinyvit, convert_timm_tinyvit))
-register_key_map(KeyMap("timm MobileViT", _is_timm_mobilevit, convert_timm_mobilevit))
+KEY_MAPS.register(KeyMap("timm TinyViT", _is_timm_tinyvit, convert_timm_tinyvit))
+KEY_MAPS.register(KeyMap("timm MobileViT", _is_timm_mobilevit, convert_timm_mobilevit))

@@ -7,7 +7,7 @@ Every module here takes and returns ``(B, C, H, W)`` feature maps, so each stage
 and nothing depends on the image size: windowed attention pads to a multiple of the window, and
 the relative-position bias table (and the index into it) depend on the window size only.
 BatchNorm uses PyTorch's default ``eps=1e-5`` like timm / MobileSAM (not :class:`zoo.nn.common.Conv`'s
-1e-3), so :class:`Conv2d_BN` exists here instead of reusing ``Conv``.
+1e-3), so :class:`Conv2d_BN` is its own :class:`~zoo.nn.conv_norm_act.ConvNormAct` subclass.
 
 Row layout (downsampling is its own row, so timm's "downsample first" and MobileSAM's
 "downsample last" stage layouts both map onto it)::
@@ -41,12 +41,15 @@ one row (a list of the four stage maps) and keeps timm's own names (``patch_embe
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import attention, fuse_conv_bn
-from zoo.nn.fast_cpu import conv_act, linear_act
+from zoo.nn.common import attention
+from zoo.nn.conv_norm_act import ConvNormAct
+from zoo.nn.fast_cpu import linear_act
 from zoo.registry import register
 from zoo.wiring import (
     RowContext, Spatial, Wired, Wiring, checked_step, custom, fixed_stride, in_first, io, same_size, single_stride,
@@ -88,33 +91,17 @@ def _keep_width(repeats_at: int | None = 1, spatial: Spatial | None = None) -> W
 
 
 @register(wiring=io(spatial=stride_arg(3)))
-class Conv2d_BN(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d(eps 1e-5), no activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
+class Conv2d_BN(ConvNormAct):
+    """timm's TinyViT Conv2d_BN: Conv2d (no bias) -> BatchNorm2d(eps 1e-5), no activation module (the
+    blocks apply theirs with :meth:`then`). ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
 
-    Padding is ``k // 2``. After :meth:`fuse` the BN is folded into ``conv`` and ``bn`` is ``None``.
+    Padding is timm's ``k // 2`` (``autopad``'s ``(k - 1) // 2`` differs for even ``k``).
+    ``bn_weight_init`` sets the BN scale (0 makes a residual branch start as the identity).
     """
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, g: int = 1, bn_weight_init: float = 1.0) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, groups=g, bias=False)
-        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2, eps=BN_EPS)
+        super().__init__(c1, c2, k, s, k // 2, g, norm=partial(nn.BatchNorm2d, eps=BN_EPS), act=None)
         nn.init.constant_(self.bn.weight, bn_weight_init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:
-            return conv_act(x, self.conv)
-        return self.bn(self.conv(x))
-
-    def then(self, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``act(self(x))``; once fused, one oneDNN call on CPU (see :mod:`zoo.nn.fast_cpu`)."""
-        if self.bn is None:
-            return conv_act(x, self.conv, act)
-        return act(self.bn(self.conv(x)))
-
-    def fuse(self) -> None:
-        if self.bn is not None:
-            self.conv = fuse_conv_bn(self.conv, self.bn)
-            self.bn = None
 
 
 @register(wiring=io(spatial=fixed_stride(4)))
@@ -381,4 +368,3 @@ class TinyViTBackbone(nn.Module):
         return outs
 
 
-from zoo.nn import timm_keys  # noqa: E402,F401  (registers the timm key maps)

@@ -13,8 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import Conv, attention, fuse_conv_bn
+from zoo.nn.common import Conv, attention
 from zoo.nn.fast_cpu import conv_act
+from zoo.nn.heads import DEFAULT_MAX_DET
+from zoo.ops.anchors import dfl_expectation, dist2bbox, make_anchors
+from zoo.ops.boxes import xywh_to_xyxy
 from zoo.registry import register
 from zoo.wiring import io, multi_input, not_a_map, same_size, stride_arg
 
@@ -241,33 +244,7 @@ class DFL(nn.Module):
     def expectation(self, x: torch.Tensor) -> torch.Tensor:
         """The same integral with the bins innermost: ``(..., 4*c1) -> (..., 4)`` (the softmax then
         runs over contiguous memory, and no transposed copy is made)."""
-        bins = self.conv.weight.view(self.c1).to(x.dtype)
-        return x.unflatten(-1, (4, self.c1)).softmax(-1) @ bins
-
-
-def make_anchors(feats: Sequence[torch.Tensor], strides: Sequence[float] | torch.Tensor,
-                 offset: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cell centres of every level, ``(A, 2)`` in feature units, and each anchor's stride ``(A, 1)``."""
-    points, stride_list = [], []
-    for feat, stride in zip(feats, strides):
-        h, w = feat.shape[-2:]
-        dtype, device = feat.dtype, feat.device
-        sx = torch.arange(w, device=device, dtype=dtype) + offset
-        sy = torch.arange(h, device=device, dtype=dtype) + offset
-        gy, gx = torch.meshgrid(sy, sx, indexing="ij")
-        points.append(torch.stack((gx, gy), -1).view(-1, 2))
-        stride_list.append(torch.full((h * w, 1), float(stride), dtype=dtype, device=device))
-    return torch.cat(points), torch.cat(stride_list)
-
-
-def dist2bbox(distance: torch.Tensor, anchor_points: torch.Tensor, xywh: bool = True, dim: int = -1) -> torch.Tensor:
-    """Left/top/right/bottom distances from anchor points -> boxes (xywh or xyxy) along ``dim``."""
-    lt, rb = distance.chunk(2, dim)
-    x1y1 = anchor_points - lt
-    x2y2 = anchor_points + rb
-    if xywh:
-        return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), dim)
-    return torch.cat((x1y1, x2y2), dim)
+        return dfl_expectation(x, self.conv.weight.view(self.c1))
 
 
 def v10_postprocess(preds: torch.Tensor, max_det: int = 300, nc: int | None = None) -> torch.Tensor:
@@ -287,7 +264,7 @@ def v10_postprocess(preds: torch.Tensor, max_det: int = 300, nc: int | None = No
     top_scores, flat = scores.flatten(1).topk(min(max_det, k * nc), dim=-1)
     anchor_idx, cls = flat // nc, flat % nc
     xywh = boxes.gather(1, anchor_idx[..., None].expand(-1, -1, 4))
-    xyxy = torch.cat((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), -1)
+    xyxy = xywh_to_xyxy(xywh)
     return torch.cat((xyxy, top_scores[..., None], cls[..., None].to(xyxy.dtype)), -1)
 
 
@@ -309,19 +286,24 @@ class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
     """YOLOv10 head with one-to-many (``cv2``/``cv3``) and one-to-one (``one2one_*``) branches.
 
     Input: feature maps ``[(B, ch[i], H_i, W_i)]``. Training: ``{"one2many": [...], "one2one": [...]}``
-    with per-level ``(B, 4*reg_max + nc, H_i, W_i)``. Eval: ``(decoded, raw)`` where ``decoded`` is
-    the one-to-one output ``(B, 4 + nc, A)``: boxes xywh in input pixels, then class probabilities.
-    The one-to-one branch sees detached features (the paper's consistent dual assignment).
+    with per-level ``(B, 4*reg_max + nc, H_i, W_i)``. Eval (the detection contract of
+    :mod:`zoo.nn.heads`): ``(detections, raw)``; ``detections (B, K, 6)`` are the :func:`v10_postprocess`
+    top-``max_det`` of ``raw["decoded"]``, the one-to-one output ``(B, 4 + nc, A)``: boxes xywh in
+    input pixels, then class probabilities. ``raw`` also holds the per-level maps ``"one2one"`` (and
+    ``"one2many"`` until :meth:`drop_training_branches`) that the loss scores. The one-to-one branch
+    sees detached features (the paper's consistent dual assignment).
 
-    ``end2end=False`` makes the eval output decode the one-to-many branch instead (NMS needed);
+    ``end2end=False`` makes ``raw["decoded"]`` decode the one-to-many branch instead (NMS needed);
     that is what Ultralytics 8.4 returns when its head's ``end2end`` is off.
     """
 
     task = "detect"
+    loss = "yolov10"  # its training loss: the "yolov10" entry of zoo.engine.tasks.heads.HEADS
 
     def __init__(self, nc: int = 80, ch: Sequence[int] = (), reg_max: int = 16, end2end: bool = True) -> None:
         super().__init__()
         self.end2end = end2end
+        self.max_det = DEFAULT_MAX_DET
         if not ch:
             raise ValueError("v10Detect needs the channels of its input levels")
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
@@ -361,16 +343,18 @@ class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
     def _levels(feats: Sequence[torch.Tensor], box: nn.ModuleList, cls: nn.ModuleList) -> list[torch.Tensor]:
         return [torch.cat((b(f), c(f)), 1) for f, b, c in zip(feats, box, cls)]
 
-    def forward(self, x: list[torch.Tensor]):
+    def forward(self, x: list[torch.Tensor], *, max_det: int | None = None):
+        """``max_det`` (eval only): detections to return per image, default :attr:`max_det`."""
         one2one = self._levels([f.detach() for f in x], self.one2one_cv2, self.one2one_cv3)
         raw = {"one2one": one2one}
         if self.cv2 is not None:
             raw["one2many"] = self._levels(x, self.cv2, self.cv3)
         if self.training:
             return raw
-        if not self.end2end and "one2many" in raw:
-            return self.decode(raw["one2many"]), raw
-        return self.decode(one2one), raw
+        decoded = self.decode(raw["one2many"] if not self.end2end and "one2many" in raw else one2one)
+        # decoded is a transposed view of a contiguous (B, A, 4 + nc): the top-k reads that directly
+        detections = v10_postprocess(decoded.transpose(1, 2), self.max_det if max_det is None else max_det)
+        return detections, {"decoded": decoded, **raw}
 
     def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """Per-level raw maps -> ``(B, 4 + nc, A)``: xywh pixels then class probabilities.

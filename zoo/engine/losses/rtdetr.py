@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.engine.losses.boxes import elementwise_iou, giou, pairwise_giou, xywh_to_xyxy
+from zoo.ops.boxes import elementwise_iou, giou, pairwise_giou, xywh_to_xyxy, xyxy_to_xywh
 
 __all__ = ["linear_assignment", "HungarianMatcher", "RTDETRLoss", "RTDETRGains", "varifocal_loss",
            "rtdetr_targets"]
@@ -146,9 +146,7 @@ def rtdetr_targets(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, t
     h, w = batch["img"].shape[-2:]
     xyxy = batch["boxes"].float()
     scale = xyxy.new_tensor([w, h, w, h])
-    xy = (xyxy[:, :2] + xyxy[:, 2:]) / 2
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    boxes = (torch.cat([xy, wh], 1) / scale).clamp(0.0, 1.0)
+    boxes = (xyxy_to_xywh(xyxy) / scale).clamp(0.0, 1.0)
     return batch["cls"].long().reshape(-1), boxes, batch["batch_idx"].long().reshape(-1)
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.engine.losses.boxes import ciou
+from zoo.ops.anchors import box_to_distances, dfl_expectation, dist2bbox, grid_anchors
+from zoo.ops.boxes import ciou
 
 __all__ = ["TaskAlignedAssigner", "DetectionBranchLoss", "YOLOv10Loss", "LossGains", "grid_anchors",
            "pad_targets"]
@@ -29,19 +30,6 @@ class LossGains:
     box: float = 7.5
     cls: float = 0.5
     dfl: float = 1.5
-
-
-def grid_anchors(shapes: list[tuple[int, int]], strides: list[float], device: torch.device,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cell centres ``(A, 2)`` (x, y in cells of their level) and each anchor's stride ``(A, 1)``."""
-    points, steps = [], []
-    for (h, w), s in zip(shapes, strides):
-        ys = torch.arange(h, device=device, dtype=dtype) + 0.5
-        xs = torch.arange(w, device=device, dtype=dtype) + 0.5
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        points.append(torch.stack((gx, gy), -1).reshape(-1, 2))
-        steps.append(torch.full((h * w, 1), float(s), device=device, dtype=dtype))
-    return torch.cat(points), torch.cat(steps)
 
 
 def pad_targets(batch_idx: torch.Tensor, cls: torch.Tensor, boxes: torch.Tensor, batch_size: int
@@ -90,9 +78,7 @@ class TaskAlignedAssigner(nn.Module):
                     torch.zeros(b, a, dtype=torch.bool, device=scores.device),
                     torch.zeros(b, a, dtype=torch.long, device=scores.device))
         # Anchor centres strictly inside each gt box: (B, N, A).
-        lt = anchors[None, None] - gt_boxes[:, :, None, :2]
-        rb = gt_boxes[:, :, None, 2:] - anchors[None, None]
-        inside = torch.cat((lt, rb), -1).amin(-1) > self.eps
+        inside = box_to_distances(anchors[None, None], gt_boxes[:, :, None]).amin(-1) > self.eps
         candidate = inside & gt_valid[:, :, None]
 
         overlaps = ciou(gt_boxes[:, :, None], pred_boxes[:, None]).clamp(min=0) * candidate  # (B, N, A)
@@ -139,9 +125,7 @@ class DetectionBranchLoss(nn.Module):
 
     def decode(self, dist: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """(B, A, 4*reg_max) distance logits + (A, 2) anchors -> (B, A, 4) x1y1x2y2 (in cells)."""
-        b, a, _ = dist.shape
-        ltrb = dist.view(b, a, 4, self.reg_max).softmax(-1) @ self.bins.to(dist.dtype)
-        return torch.cat((anchors - ltrb[..., :2], anchors + ltrb[..., 2:]), -1)
+        return dist2bbox(dfl_expectation(dist, self.bins), anchors, xywh=False)
 
     def dfl(self, dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Distribution focal loss: (K, 4, reg_max) logits vs (K, 4) continuous targets -> (K,)."""
@@ -177,7 +161,7 @@ class DetectionBranchLoss(nn.Module):
             target_cells = (target_boxes / strides)[fg]
             loss_box = ((1 - ciou(pred_cells[fg], target_cells)) * weight).sum() / score_sum
             anchor_fg = anchors.expand(b, -1, -1)[fg]
-            target_ltrb = torch.cat((anchor_fg - target_cells[:, :2], target_cells[:, 2:] - anchor_fg), -1)
+            target_ltrb = box_to_distances(anchor_fg, target_cells)
             loss_dfl = (self.dfl(dist[fg].view(-1, 4, self.reg_max), target_ltrb) * weight).sum() / score_sum
         return torch.stack((loss_box * self.gains.box, loss_cls * self.gains.cls, loss_dfl * self.gains.dfl))
 

@@ -1,29 +1,33 @@
-"""What the trainer needs from a task, and the registry that maps a head's ``task`` to it.
+"""What the trainer needs from a task, and :data:`TASKS`, the registry that maps a head's ``task`` to it.
 
 The trainer is task-agnostic: it asks a :class:`Task` for datasets, a loss, a validation pass and
-prediction images. A task class is chosen by ``model.task`` (the head's class attribute):
+prediction images. A task class is chosen by ``model.task`` (the head's class attribute, see the head
+contract in :mod:`zoo.nn.heads`):
 
-- ``"detect"``  -> :class:`zoo.engine.tasks.detect.DetectTask`; the loss and post-processing come
-  from the head's entry in its :data:`~zoo.engine.tasks.detect.DETECT_HEADS` (``v10Detect`` here;
-  an RT-DETR decoder adds its own entry with ``register_detect_head``).
+- ``"detect"``  -> :class:`zoo.engine.tasks.detect.DetectTask`; the loss comes from the entry of
+  :data:`zoo.engine.tasks.heads.HEADS` that the head names in its ``loss`` attribute.
 - ``"classify"`` -> :class:`zoo.engine.tasks.classify.ClassifyTask`.
-- anything else (e.g. SAM's ``"segment"``) is added with ``@register_task("segment")``.
+- ``"segment"`` (SAM) -> :class:`zoo.engine.tasks.sam.SamTask`.
+
+Another task registers its class (whose ``name`` is the task) with ``@TASKS.register``.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.data.normalise import InputNormaliser
 from zoo.data.spec import DataSpec, resolve_data
 from zoo.errors import ConfigError
+from zoo.registry import Registry
 
-__all__ = ["Task", "BaseTask", "TASKS", "register_task", "task_for"]
+__all__ = ["Task", "BaseTask", "TASKS", "task_for"]
 
 
 class Task(Protocol):
@@ -71,24 +75,13 @@ class BaseTask:
         self.args = args
         self.spec: DataSpec | None = None
         self.names: list[str] = []
-        cfg = getattr(model, "yaml", {}) or {}
-        # Optional per-model input normalisation (``mean``/``std`` in 0..1 units in the cfg);
-        # without it images are fed as 0..1.
-        self.mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1) if "mean" in cfg else None
-        self.std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, -1, 1, 1) if "std" in cfg else None
+        # the model's input normalisation, the same one zoo predict and SamPredictor apply
+        self.normalise = InputNormaliser.for_model(model)
 
     def setup_data(self, imgsz: int) -> list[str]:
         self.spec = resolve_data(getattr(self.args, "data", None), self.name, imgsz)
         self.names = list(self.spec.names)
         return self.names
-
-    def normalise(self, img: torch.Tensor) -> torch.Tensor:
-        x = img.float() / 255.0
-        if self.mean is not None:
-            x = x - self.mean.to(x.device)
-        if self.std is not None:
-            x = x / self.std.to(x.device)
-        return x
 
     def preprocess(self, batch: dict, device: torch.device) -> dict:
         out = dict(batch)
@@ -118,28 +111,15 @@ class BaseTask:
         return batch["img"][i].permute(1, 2, 0).cpu().numpy()
 
 
-TASKS: dict[str, type] = {}
-
-
-def register_task(name: str) -> Callable[[type], type]:
-    """Class decorator: the task class used for heads whose ``task`` attribute is ``name``."""
-
-    def deco(cls: type) -> type:
-        if name in TASKS:
-            raise KeyError(f"task '{name}' is already registered by {TASKS[name].__qualname__}")
-        TASKS[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+# task name -> task class, keyed by the class's ``name``; the members are imported on first lookup
+TASKS: Registry[type] = Registry("tasks", members=("zoo.engine.tasks.classify", "zoo.engine.tasks.detect",
+                                                   "zoo.engine.tasks.sam"))
 
 
 def task_for(model: nn.Module) -> type:
-    import zoo.engine.tasks  # noqa: F401  (registers the built-in tasks)
-
+    """The task class for ``model``'s head (by the ``task`` it declares)."""
     task = getattr(model, "task", None)
     if task not in TASKS:
-        known = ", ".join(sorted(TASKS))
         raise ConfigError(f"no trainer for task '{task}' of head {type(model.model[-1]).__name__} "
-                          f"(trainable tasks: {known})", file=getattr(model, "source", None))
-    return TASKS[task]
+                          f"(trainable tasks: {', '.join(TASKS.names())})", file=getattr(model, "source", None))
+    return TASKS.get(task)

@@ -13,13 +13,14 @@ from zoo.data.classify import ClassificationDataset, ClassifyAugment, collate_cl
 from zoo.engine.losses.classify import ClassificationLoss
 from zoo.engine.metrics import TopKAccuracy
 from zoo.engine.plotting import draw_label, save_grid
-from zoo.engine.tasks.base import BaseTask, register_task
+from zoo.engine.tasks.base import TASKS, BaseTask
 
 __all__ = ["ClassifyTask"]
 
 
-@register_task("classify")
+@TASKS.register
 class ClassifyTask(BaseTask):
+    name = "classify"
     loss_names = ("cls",)
     fitness_key = "top1"
     default_imgsz = 224

@@ -1,15 +1,14 @@
 """Object detection: datasets with boxes, the head's loss, COCO mAP validation, box overlays.
 
-Heads plug in through :data:`DETECT_HEADS` (keyed by the head's class name): how to build the loss,
-how to turn the eval-mode output into ``(B, K, 6)`` detections (x1, y1, x2, y2, score, class in
-input pixels), and which part of the eval output the loss can score for a validation loss.
+Any head that keeps the detection contract of :mod:`zoo.nn.heads` works: its eval output gives the
+detections and the raw dict a validation loss scores, and its ``loss`` attribute names its entry in
+:data:`zoo.engine.tasks.heads.HEADS` (this file registers YOLOv10's, ``"yolov10"``).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +21,12 @@ from zoo.data.transforms import AugmentConfig
 from zoo.engine.losses.yolo import LossGains, YOLOv10Loss
 from zoo.engine.metrics import DetectionMetrics
 from zoo.engine.plotting import draw_boxes, save_grid
-from zoo.engine.tasks.base import BaseTask, register_task
+from zoo.engine.tasks.base import TASKS, BaseTask
+from zoo.engine.tasks.heads import HEADS, DetectHead
 from zoo.errors import ConfigError
+from zoo.nn.heads import detect
 
-__all__ = ["DetectHead", "DETECT_HEADS", "register_detect_head", "DetectTask"]
+__all__ = ["DetectTask", "box_augment"]
 
 
 def box_augment(args: argparse.Namespace) -> AugmentConfig:
@@ -35,59 +36,28 @@ def box_augment(args: argparse.Namespace) -> AugmentConfig:
                          hsv_s=getattr(args, "hsv_s", 0.7), hsv_v=getattr(args, "hsv_v", 0.4))
 
 
-@dataclass(frozen=True)
-class DetectHead:
-    """How the detection task drives one kind of head.
-
-    ``loss(model, args)`` builds the training loss; ``postprocess(eval_output, max_det)`` gives
-    ``(B, K, 6)`` detections; ``raw(eval_output)`` picks what the loss scores in validation (or
-    ``None`` for no validation loss); ``train_inputs(batch)`` gives extra forward kwargs in training.
-    """
-
-    loss: Callable[[nn.Module, argparse.Namespace], nn.Module]
-    postprocess: Callable[[Any, int], torch.Tensor]
-    raw: Callable[[Any], Any] | None = None
-    train_inputs: Callable[[dict], dict] | None = None
-
-
-DETECT_HEADS: dict[str, DetectHead] = {}
-
-
-def register_detect_head(head_class_name: str, entry: DetectHead) -> DetectHead:
-    if head_class_name in DETECT_HEADS:
-        raise KeyError(f"detection head '{head_class_name}' is already registered")
-    DETECT_HEADS[head_class_name] = entry
-    return entry
-
-
 def _v10_loss(model: nn.Module, args: argparse.Namespace) -> nn.Module:
     gains = LossGains(box=getattr(args, "box", 7.5), cls=getattr(args, "cls", 0.5), dfl=getattr(args, "dfl", 1.5))
     return YOLOv10Loss(model.model[-1], gains)
 
 
-def _v10_postprocess(output: Any, max_det: int) -> torch.Tensor:
-    from zoo.nn.yolov10 import v10_postprocess
-
-    decoded = output[0] if isinstance(output, (tuple, list)) else output
-    return v10_postprocess(decoded.transpose(1, 2), max_det)
+HEADS.register(DetectHead("yolov10", loss=_v10_loss))
 
 
-register_detect_head("v10Detect", DetectHead(loss=_v10_loss, postprocess=_v10_postprocess,
-                                             raw=lambda out: out[1] if isinstance(out, (tuple, list)) else None))
-
-
-@register_task("detect")
+@TASKS.register
 class DetectTask(BaseTask):
+    name = "detect"
     fitness_key = "mAP50-95"
     default_imgsz = 320
 
     def __init__(self, args: argparse.Namespace, model: nn.Module) -> None:
         super().__init__(args, model)
-        head_name = type(model.model[-1]).__name__
-        if head_name not in DETECT_HEADS:
-            raise ConfigError(f"no detection loss for head {head_name}; known: {', '.join(sorted(DETECT_HEADS))}",
-                              file=getattr(model, "source", None))
-        self.head = DETECT_HEADS[head_name]
+        head = model.model[-1]
+        loss = getattr(head, "loss", None)
+        if not isinstance(loss, str) or loss not in HEADS:
+            raise ConfigError(f"no detection loss for head {type(head).__name__} (its 'loss' attribute is "
+                              f"{loss!r}; known: {', '.join(HEADS.names())})", file=getattr(model, "source", None))
+        self.head = HEADS.get(loss)
         self.loss_names = ("box", "cls", "dfl")
 
     def build_dataset(self, split: str, imgsz: int, augment: bool) -> Dataset:
@@ -105,9 +75,9 @@ class DetectTask(BaseTask):
     def train_inputs(self, batch: dict) -> dict[str, Any]:
         return self.head.train_inputs(batch) if self.head.train_inputs else {}
 
-    def detections(self, model: nn.Module, img: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        out = model(img)
-        return self.head.postprocess(out, int(getattr(self.args, "max_det", 300))), out
+    def detections(self, model: nn.Module, img: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``(detections (B, <=max_det, 6), raw)`` of the eval forward (the head contract)."""
+        return detect(model, img, int(getattr(self.args, "max_det", 300)))
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: DataLoader, device: torch.device,
@@ -120,8 +90,8 @@ class DetectTask(BaseTask):
         batches = 0
         for batch in tqdm(loader, desc="  val", leave=False, disable=not progress, dynamic_ncols=True):
             batch = self.preprocess(batch, device)
-            dets, out = self.detections(model, batch["img"])
-            if loss_fn is not None and self.head.raw is not None and (raw := self.head.raw(out)) is not None:
+            dets, raw = self.detections(model, batch["img"])
+            if loss_fn is not None:
                 _, items = loss_fn(raw, batch)
                 for k, v in items.items():
                     loss_sums[k] = loss_sums.get(k, 0.0) + v

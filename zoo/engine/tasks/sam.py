@@ -13,6 +13,9 @@ loss keeps the best) or ``points`` (several foreground / background points, sing
 With probability ``sam_correction`` (an attribute of the run's args; 0 by default) a no-gradient pass
 first predicts a mask, and one correction point from its error region plus its logits are added.
 
+Images are normalised with SAM's pixel mean / std (the head declares them; see
+:mod:`zoo.data.normalise`), as ``SamPredictor`` does, so trained weights work there unchanged.
+
 ``--freeze`` / ``--lr-scale`` understand ``image_encoder`` (every row before the head, neck
 included, as in SAM), ``prompt_encoder`` and ``mask_decoder``.
 """
@@ -30,13 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from zoo.data.dataset import DetectionDataset, collate_detection
-from zoo.engine.tasks.detect import box_augment
 from zoo.engine.losses.sam import SamLoss
 from zoo.engine.metrics import MaskIoUMeter
-from zoo.engine.plotting import save_grid
-from zoo.engine.tasks.base import BaseTask, register_task
+from zoo.engine.plotting import overlay_masks, save_grid
+from zoo.engine.tasks.base import TASKS, BaseTask
+from zoo.engine.tasks.detect import box_augment
 from zoo.errors import ConfigError
-from zoo.nn.sam import PIXEL_MEAN, PIXEL_STD
 
 __all__ = ["SamTask", "image_embedding", "box_from_mask", "interior_point", "sample_points"]
 
@@ -103,17 +105,15 @@ def sample_points(region: torch.Tensor, n: int, generator: torch.Generator | Non
     return yx[pick].flip(1).float()
 
 
-@register_task("segment")
+@TASKS.register
 class SamTask(BaseTask):
+    name = "segment"
     loss_names = SamLoss.item_names
     fitness_key = "mIoU/box"
     default_imgsz = 256
 
     def __init__(self, args: argparse.Namespace, model: nn.Module) -> None:
         super().__init__(args, model)
-        if self.mean is None:  # SAM's own normalisation, so trained weights work in SamPredictor
-            self.mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1) / 255.0
-            self.std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255.0
         self.sets = int(getattr(args, "sam_sets", 4))  # prompt sets (instances) per image in training
         self.box_jitter = float(getattr(args, "sam_box_jitter", 0.1))
         self.max_points = int(getattr(args, "sam_max_points", 4))
@@ -308,8 +308,6 @@ class SamTask(BaseTask):
     @torch.no_grad()
     def plot_predictions(self, model: nn.Module, batch: dict, path: Path) -> Path:
         """Box-prompted masks over the first images of ``batch``, boxes drawn."""
-        from zoo.commands.predict_sam import overlay_masks
-
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device

@@ -1,4 +1,7 @@
-"""Box overlap measures used by the losses and assigners, on x1, y1, x2, y2 tensors.
+"""Box formats and overlap measures on tensors whose coordinates lie along one dim (the last by default).
+
+``xyxy`` is x1, y1, x2, y2 (corners); ``xywh`` is centre x, centre y, width, height (what DETR-style
+papers call cxcywh). Every box conversion and overlap measure in zoo lives here.
 
 CIoU: Zheng et al., "Distance-IoU Loss", arXiv:1911.08287. GIoU: Rezatofighi et al.,
 "Generalized Intersection over Union", arXiv:1902.09630.
@@ -9,20 +12,32 @@ import math
 
 import torch
 
-__all__ = ["box_area", "pairwise_iou", "elementwise_iou", "ciou", "giou", "pairwise_giou", "xywh_to_xyxy",
-           "xyxy_to_xywh"]
+__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "corners_to_xywh", "box_area", "pairwise_iou", "elementwise_iou",
+           "ciou", "giou", "pairwise_giou"]
 
 
-def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    xy, wh = b[..., :2], b[..., 2:4]
-    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
+def xywh_to_xyxy(b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Centre + size -> corners along ``dim``: ``(..., 4) -> (..., 4)``. Columns past the fourth are dropped."""
+    xy, wh = b.narrow(dim, 0, 2), b.narrow(dim, 2, 2)
+    return torch.cat((xy - wh / 2, xy + wh / 2), dim)
 
 
-def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
-    return torch.cat(((b[..., :2] + b[..., 2:4]) / 2, b[..., 2:4] - b[..., :2]), -1)
+def corners_to_xywh(x1y1: torch.Tensor, x2y2: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Top-left and bottom-right points -> centre + size, concatenated along ``dim``.
+
+    Takes the two corners separately so a decoder that has just computed them (``dist2bbox``) need
+    not concatenate them first.
+    """
+    return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), dim)
+
+
+def xyxy_to_xywh(b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Corners -> centre + size along ``dim``: ``(..., 4) -> (..., 4)``. Columns past the fourth are dropped."""
+    return corners_to_xywh(b.narrow(dim, 0, 2), b.narrow(dim, 2, 2), dim)
 
 
 def box_area(b: torch.Tensor) -> torch.Tensor:
+    """Area of ``(..., 4)`` xyxy boxes, zero for inverted ones: ``-> (...)``."""
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
 
 
@@ -46,6 +61,7 @@ def elementwise_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torc
 
 
 def _enclosing(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left and bottom-right corners of the smallest box holding both."""
     lt = torch.minimum(a[..., :2], b[..., :2])
     rb = torch.maximum(a[..., 2:4], b[..., 2:4])
     return lt, rb
