@@ -84,7 +84,7 @@ def test_multi_output_row_and_index_rows_know_channels():
 def test_records_describe_every_row():
     model = Model(CFG / "yolov10n.yaml")
     head = model.records[-1]
-    assert head.source == (16, 19, 22) and head.module == "v10Detect" and head.section == "head"
+    assert head.from_ == (16, 19, 22) and head.module == "v10Detect" and head.section == "head"
     assert head.args == (80, [64, 128, 256])
     assert sum(r.params for r in model.records) == sum(p.numel() for p in model.parameters())
     assert model.save == frozenset({4, 6, 10, 13, 16, 19, 22})

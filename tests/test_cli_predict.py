@@ -104,7 +104,7 @@ def test_missing_source_is_a_one_line_error(tmp_path: Path, capsys: pytest.Captu
 
 def test_predict_reads_a_training_checkpoint(tmp_path: Path, images: Path) -> None:
     """A ``zoo train`` checkpoint carries its cfg, names and image size."""
-    from zoo.engine.ckpt import atomic_save, stamp
+    from zoo.engine.training_checkpoint import atomic_save, stamp
 
     cfg = tmp_path / "tiny-cls.yaml"
     cfg.write_text(TINY_CLASSIFIER)

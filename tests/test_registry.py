@@ -9,7 +9,7 @@ import torch.nn as nn
 import zoo.nn  # noqa: F401
 from zoo import ConfigError, Model
 from zoo.registry import MODULES, Registry, load_entry_point_plugins
-from zoo.wiring import io
+from zoo.wiring import in_out
 
 
 def test_duplicate_name_raises():
@@ -33,21 +33,21 @@ def test_unknown_name_suggests_close_matches():
 
 def test_torch_nn_names_resolve_without_registration():
     entry = MODULES.get("nn.Upsample")
-    assert entry.cls is nn.Upsample and entry.source == "torch.nn"
+    assert entry.cls is nn.Upsample and entry.registered_by == "torch.nn"
     assert MODULES.get("nn.BatchNorm2d").wiring.describe == "(c1)"
 
 
 def test_zoo_modules_are_registered_with_their_source():
     for name in ["Conv", "C2f", "SCDown", "C2fCIB", "PSA", "SPPF", "v10Detect", "Concat", "Index"]:
-        assert MODULES.get(name).source == "zoo"
+        assert MODULES.get(name).registered_by == "zoo"
 
 
 PLUGIN = textwrap.dedent('''
     import torch.nn as nn
     from zoo import register
-    from zoo.wiring import io
+    from zoo.wiring import in_out
 
-    @register(wiring=io())
+    @register(wiring=in_out())
     class {name}(nn.Module):
         """A user block: 3x3 conv then ReLU."""
         def __init__(self, c1, c2, k=3):
@@ -76,7 +76,7 @@ def test_plugin_named_in_yaml_registers_a_block(tmp_path):
     """))
     model = Model(cfg)
     assert model.records[0].out_channels == 24
-    assert MODULES.get("YamlPluginBlock").source == "yamlpluginblock_plugin.py"
+    assert MODULES.get("YamlPluginBlock").registered_by == "yamlpluginblock_plugin.py"
 
 
 def test_plugin_on_the_command_line(tmp_path, capsys):
@@ -98,7 +98,7 @@ def test_entry_point_plugins_are_imported(monkeypatch, tmp_path):
         name, value = "demo", "demo_pkg"
 
         def load(self):
-            @MODULES.register(wiring=io())
+            @MODULES.register(wiring=in_out())
             class EntryPointBlock(nn.Conv2d):
                 pass
 
@@ -109,7 +109,7 @@ def test_entry_point_plugins_are_imported(monkeypatch, tmp_path):
     load_entry_point_plugins(rescan=True)  # a second scan must not import (and register) it again
     load_entry_point_plugins()
     assert len(imported) == 1
-    assert MODULES.get("EntryPointBlock").source == "demo (entry point)"
+    assert MODULES.get("EntryPointBlock").registered_by == "demo (entry point)"
 
 
 def test_missing_plugin_is_a_clear_error(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from zoo.cli import main
 from zoo.errors import ConfigError
-from zoo.sweep import apply_override, expand_variants, parse_set
+from zoo.variants import apply_override, expand_variants, parse_set
 
 TINY = """\
 nc: 4

@@ -29,7 +29,7 @@ class RowRecord:
     """What one YAML row became. The summary prints from these; the forward loop reads ``source``."""
 
     index: int
-    source: int | tuple[int, ...]  # `from`: -1 = previous row (or the input for row 0)
+    from_: int | tuple[int, ...]  # the row's `from`: -1 = previous row (or the input for row 0)
     repeats: int  # after depth scaling (1 when the module consumed the count itself)
     module: str  # YAML module name
     args: tuple  # final constructor args
@@ -40,7 +40,7 @@ class RowRecord:
 
     @property
     def inputs(self) -> tuple[int, ...]:
-        return self.source if isinstance(self.source, tuple) else (self.source,)
+        return self.from_ if isinstance(self.from_, tuple) else (self.from_,)
 
 
 @dataclass

@@ -128,7 +128,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     config: dict | None
     kind: str  # "zoo", "state_dict", "ultralytics"
-    source: str
+    path: str  # the file read, or "<state dict>"
     plugins: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -173,7 +173,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 # --------------------------------------------------------------------------- loading
 @dataclass
 class LoadReport:
-    source: str
+    path: str  # the file read, or "<state dict>"
     layout: str
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -196,12 +196,12 @@ class LoadReport:
             total = len(self.loaded) + self.unfit
             first = [k for k, _, _ in self.mismatched[:2]] + self.missing[:2]
             raise CheckpointError(
-                f"{self.source}: {self.unfit} of {total} tensors do not fit the model ({len(self.mismatched)} "
+                f"{self.path}: {self.unfit} of {total} tensors do not fit the model ({len(self.mismatched)} "
                 f"shape-mismatched, {len(self.missing)} missing; e.g. {', '.join(first[:3])}); {consequence}")
 
     def __str__(self) -> str:
         total = len(self.loaded) + len(self.missing) + len(self.mismatched)
-        lines = [f"Transferred {len(self.loaded)}/{total} tensors from {self.source} (layout: {self.layout}); "
+        lines = [f"Transferred {len(self.loaded)}/{total} tensors from {self.path} (layout: {self.layout}); "
                  f"missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
                  f"shape-mismatched {len(self.mismatched)}, skipped {len(self.skipped)}"]
 
@@ -251,7 +251,7 @@ def load_weights(model: "Model", src: str | Path | Checkpoint | Mapping[str, tor
                 state, skipped = km.convert(dict(state), model)
                 layout = f"{layout}, {km.name} keys"
                 break
-    report = LoadReport(ckpt.source, layout, skipped=dict(skipped))
+    report = LoadReport(ckpt.path, layout, skipped=dict(skipped))
     to_load = {}
     for key, value in state.items():
         if key not in own:
@@ -265,7 +265,7 @@ def load_weights(model: "Model", src: str | Path | Checkpoint | Mapping[str, tor
     broken = _nonfinite(to_load, model)
     if broken:
         raise CheckpointError(
-            f"{ckpt.source}: {len(broken)} of {len(to_load)} tensors hold NaN or inf values (e.g. {', '.join(broken[:3])}); "
+            f"{ckpt.path}: {len(broken)} of {len(to_load)} tensors hold NaN or inf values (e.g. {', '.join(broken[:3])}); "
             "the file is corrupt or comes from a diverged run, so zoo will not load it")
     if strict and not report.ok:
         raise CheckpointError(f"strict load failed:\n{report}")

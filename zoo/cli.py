@@ -42,7 +42,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         model.fuse()
     result = model.info(imgsz=_imgsz(args.imgsz), detailed=args.detailed)
     if getattr(args, "plot", None):
-        from zoo.plots import plot_rows
+        from zoo.summary_plot import plot_rows
 
         out = plot_rows(model, result, Path(args.plot))
         print(f"saved {out}")
@@ -60,7 +60,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"{'module':<22}{'from':<12}{'stride':<11}{'wiring':<50}signature")
     for entry in MODULES:
         stride = "declared" if entry.wiring.spatial is not None else "trial run"
-        print(f"{entry.name:<22}{entry.source:<12}{stride:<11}{entry.wiring.describe:<50}{entry.signature()}")
+        print(f"{entry.name:<22}{entry.registered_by:<12}{stride:<11}{entry.wiring.describe:<50}{entry.signature()}")
     print("\n(any torch.nn module is available as nn.<Name>)\n\nshipped cfgs:")
     for cfg in shipped_cfgs():
         print(f"  cfg/{cfg.name}")

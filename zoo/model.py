@@ -135,7 +135,7 @@ class Model(nn.Module):
         stored: dict[int, Any] = {}
         kept: dict[int, Any] = {}
         for record, module in zip(self.records, self.model):
-            src = record.source
+            src = record.from_
             if isinstance(src, tuple):
                 row_in = [x if s == -1 else stored[s % record.index] for s in src]
             else:
@@ -296,7 +296,7 @@ def allowed_plugins(ckpt: Checkpoint, given: tuple[str, ...], trust: bool) -> li
     named: list[str] = []
     for spec in list((ckpt.config or {}).get("plugins") or []) + list(ckpt.plugins):
         if not isinstance(spec, str):
-            raise ConfigError(f"'plugins' must be a list of .py files or module names, got {spec!r}", file=ckpt.source)
+            raise ConfigError(f"'plugins' must be a list of .py files or module names, got {spec!r}", file=ckpt.path)
         if spec not in named:
             named.append(spec)
     by_key = {_plugin_key(g): g for g in given}
@@ -305,12 +305,12 @@ def allowed_plugins(ckpt: Checkpoint, given: tuple[str, ...], trust: bool) -> li
         if _plugin_key(spec) in by_key:
             allowed.append(by_key[_plugin_key(spec)])
         elif trust:
-            allowed.append(_locate_plugin(spec, Path(ckpt.source)))
+            allowed.append(_locate_plugin(spec, Path(ckpt.path)))
         else:
             refused.append(spec)
     if refused:
         raise CheckpointError(
-            f"{ckpt.source}: its config names plugin(s) {', '.join(refused)}, and loading a checkpoint never imports "
+            f"{ckpt.path}: its config names plugin(s) {', '.join(refused)}, and loading a checkpoint never imports "
             "code; give each with --plugin FILE_OR_MODULE (Python: plugins=...), or pass --trust-plugins "
             "(trust_plugins=True) to import what the checkpoint names")
     return allowed

@@ -39,7 +39,7 @@ T = TypeVar("T")
 # The files that define zoo's blocks and the foreign key maps of their families. A new family is a
 # new file under zoo/nn plus one entry here.
 FAMILIES = ("zoo.nn.common", "zoo.nn.yolov10", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
-            "zoo.nn.classify", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
+            "zoo.nn.classifier_head", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
             "zoo.nn.sam_keys")
 
 
@@ -53,7 +53,7 @@ class Registry(Generic[T]):
 
     Example::
 
-        @MODULES.register(wiring=io(repeats_at=2))
+        @MODULES.register(wiring=in_out(repeats_at=2))
         class MyBlock(nn.Module): ...
 
         KEY_MAPS.register(KeyMap("timm TinyViT", detect, convert))
@@ -169,7 +169,7 @@ class Entry:
     name: str
     cls: type
     wiring: Wiring
-    source: str  # "zoo", "torch.nn" or the plugin that registered it
+    registered_by: str  # "zoo", "torch.nn" or the plugin that registered it
 
     def signature(self) -> str:
         try:

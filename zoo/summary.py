@@ -165,7 +165,7 @@ def summarize(model: "Model", imgsz: int | tuple[int, int] = 640, detailed: bool
     totals = _totals(model, stats)
     lines = [f"{'':>4}{'from':>14}{'n':>4}{'params':>12}{'GFLOPs':>9}  {'output':<22}{'module':<22}args"]
     for rec, st in zip(model.records, stats):
-        src = str(list(rec.source)) if isinstance(rec.source, tuple) else str(rec.source)
+        src = str(list(rec.from_)) if isinstance(rec.from_, tuple) else str(rec.from_)
         gf = f"{st.gflops:9.3f}" if st.gflops is not None else f"{'n/a':>9}"
         shape = st.out_shape if len(st.out_shape) <= 21 else st.out_shape[:20] + "…"
         lines.append(f"{rec.index:>4}{src:>14}{rec.repeats:>4}{st.params:>12,}{gf}  {shape:<22}"

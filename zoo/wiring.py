@@ -146,7 +146,7 @@ def _upsampled(args: list, strides: list[Stride]) -> float:
     return single_stride(strides) / factor
 
 
-def io(repeats_at: int | None = None, scale: bool = True, spatial: Spatial | None = None) -> Wiring:
+def in_out(repeats_at: int | None = None, scale: bool = True, spatial: Spatial | None = None) -> Wiring:
     """``args[0]`` is the output channel count (width-scaled); the input channels are prepended.
 
     With ``repeats_at`` the row's repeat count is inserted at that index of the final args and the
@@ -169,7 +169,7 @@ def io(repeats_at: int | None = None, scale: bool = True, spatial: Spatial | Non
     return Wiring(wire, f"(c1, c2{'*width' if scale else ''}, ...){rep}", spatial)
 
 
-def io_mid(repeats_at: int | None = None, spatial: Spatial | None = None) -> Wiring:
+def in_out_mid(repeats_at: int | None = None, spatial: Spatial | None = None) -> Wiring:
     """``args[0]`` is a hidden width and ``args[1]`` the output channels, neither scaled (HGNet)."""
 
     def wire(ctx: RowContext) -> Wired:
@@ -240,7 +240,7 @@ TORCH_WIRINGS: dict[str, Wiring] = {
     "BatchNorm2d": Wiring(lambda ctx: Wired([ctx.single_input()], ctx.repeats, ctx.single_input()), "(c1)",
                           same_size()),
     "Upsample": passthrough(_upsampled),
-    "ConvTranspose2d": io(),
-    "Conv2d": io(scale=False),
+    "ConvTranspose2d": in_out(),
+    "Conv2d": in_out(scale=False),
     "LayerNorm": in_first(),
 }

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from zoo.engine.ckpt import atomic_save, capture_rng, load_training_checkpoint, restore_rng
+from zoo.engine.training_checkpoint import atomic_save, capture_rng, load_training_checkpoint, restore_rng
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer, parameter_groups
 from zoo.engine.run_folder import increment_path

@@ -15,7 +15,7 @@ import torch
 
 from engine_tiny_cfgs import TINY_DETECT
 from zoo.cli import main
-from zoo.engine.ckpt import STALL_ENV
+from zoo.engine.training_checkpoint import STALL_ENV
 from zoo.engine.run_folder import claim_run_folder, increment_path, numbered, remove_stale_temporaries, trim_results
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")

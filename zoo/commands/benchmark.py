@@ -1,4 +1,4 @@
-"""``zoo benchmark CFG_OR_CKPT``: median/p90 latency, images/s and achieved GFLOP/s (method: zoo.bench)."""
+"""``zoo benchmark CFG_OR_CKPT``: median/p90 latency, images/s and achieved GFLOP/s (method: zoo.latency)."""
 from __future__ import annotations
 
 import argparse
@@ -27,11 +27,11 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         if args.threads < 1:
-            from zoo.bench import BenchmarkError
+            from zoo.latency import BenchmarkError
 
             raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from zoo.bench import benchmark, format_result
+    from zoo.latency import benchmark, format_result
     from zoo.model import build_model
 
     model = build_model(args.cfg, args.scale, args.nc, args.plugin, args.trust_plugins)

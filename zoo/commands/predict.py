@@ -24,7 +24,7 @@ from zoo.commands.predict_sam import add_prompt_arguments, predict_sam
 from zoo.data.normalise import InputNormaliser
 from zoo.data.sources import list_images
 from zoo.data.transforms import center_crop_resize, letterbox
-from zoo.engine.ckpt import load_training_checkpoint
+from zoo.engine.training_checkpoint import load_training_checkpoint
 from zoo.engine.plotting import draw_boxes, draw_label
 from zoo.engine.tasks.base import TASKS
 from zoo.errors import DataError, ZooError

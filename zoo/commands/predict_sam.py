@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from zoo.engine.plotting import overlay_masks
-from zoo.predictor import SamPredictor
+from zoo.sam_predictor import SamPredictor
 
 __all__ = ["predict_sam", "parse_point", "parse_box", "add_prompt_arguments"]
 

@@ -3,7 +3,7 @@
 Writes ``sweep.csv`` (one row per variant, rewritten after each) and ``sweep.png`` into
 ``<project>/<name>`` (default ``runs/sweep/<cfg stem>``, numbered unless ``--exist-ok``). Re-running
 the same command with ``--exist-ok`` continues an interrupted sweep: variants already in the CSV
-are not measured (or trained) again. Variant paths for ``--set`` are described in :mod:`zoo.sweep`.
+are not measured (or trained) again. Variant paths for ``--set`` are described in :mod:`zoo.variants`.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _imgsz_of(variant, args: argparse.Namespace) -> int:
 
 def _measure(model, imgsz: int, args: argparse.Namespace, device) -> dict[str, Any]:
     """Counted GFLOPs of the training and deploy graphs, and timing of the deploy graph."""
-    from zoo.bench import benchmark, counted_gflops
+    from zoo.latency import benchmark, counted_gflops
     from zoo.summary import summarize
 
     info = summarize(model, imgsz=imgsz, verbose=False)
@@ -158,15 +158,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         if args.threads < 1:
-            from zoo.bench import BenchmarkError
+            from zoo.latency import BenchmarkError
 
             raise BenchmarkError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from zoo.bench import resolve_device
+    from zoo.latency import resolve_device
     from zoo.engine.run_folder import increment_path
     from zoo.model import Model
-    from zoo.plots import plot_sweep
-    from zoo.sweep import (expand_variants, model_signature, parse_set, read_csv, signature_hash,
+    from zoo.summary_plot import plot_sweep
+    from zoo.variants import (expand_variants, model_signature, parse_set, read_csv, signature_hash,
                            write_csv)
 
     scales = [s.strip() for s in args.scales.split(",") if s.strip()] if args.scales else None

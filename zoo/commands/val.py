@@ -34,7 +34,7 @@ def _training_args(path: str) -> dict:
     if not path.endswith((".pt", ".pth")):
         return {}
     try:
-        from zoo.engine.ckpt import load_training_checkpoint
+        from zoo.engine.training_checkpoint import load_training_checkpoint
 
         return dict(load_training_checkpoint(path).get("args") or {})
     except Exception:  # not one of ours: Model.load will still read it

@@ -1,6 +1,6 @@
 """Datasets for training and validation: the embedded shapes set, YOLO / COCO / ImageFolder readers,
 transforms, batching and reproducible loading."""
-from zoo.data.classify import (
+from zoo.data.class_folders import (
     ClassificationDataset,
     ClassifyAugment,
     ImageFolderSource,

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from zoo.data.classify import ShapesCropSource
+from zoo.data.class_folders import ShapesCropSource
 from zoo.data.masks import rle_encode
 from zoo.data.shapes import ShapesConfig, render_shapes
 

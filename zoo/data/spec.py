@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from zoo.data.classify import ClassificationSource, ImageFolderSource, ShapesCropSource
+from zoo.data.class_folders import ClassificationSource, ImageFolderSource, ShapesCropSource
 from zoo.data.shapes import ShapesConfig
 from zoo.data.sources import CocoSource, DetectionSource, ShapesSource, YoloSource, list_images
 from zoo.errors import DataError

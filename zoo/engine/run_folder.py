@@ -22,7 +22,7 @@ __all__ = ["RunFolderError", "numbered", "increment_path", "claim_run_folder", "
            "remove_stale_temporaries", "trim_results"]
 
 LOCK_NAME = ".lock"
-TEMP_GLOB = ".*.pt.*.tmp"  # what zoo.engine.ckpt.atomic_save writes before its rename
+TEMP_GLOB = ".*.pt.*.tmp"  # what zoo.engine.training_checkpoint.atomic_save writes before its rename
 
 
 class RunFolderError(ZooError):

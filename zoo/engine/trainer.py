@@ -8,7 +8,7 @@ comes from a :class:`zoo.engine.tasks.base.Task` chosen by the model's head.
 Run folder (``runs/<task>/<name>``, numbered ``name2``, ``name3``... unless ``exist_ok``)::
 
     args.yaml  results.csv  results.png  train_batch.jpg  val_predictions.jpg
-    weights/last.pt  weights/best.pt      (layout: zoo.engine.ckpt)
+    weights/last.pt  weights/best.pt      (layout: zoo.engine.training_checkpoint)
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from zoo.data.dataset import build_dataloader
 from zoo.engine import ddp
-from zoo.engine.ckpt import atomic_save, capture_rng, load_training_checkpoint, restore_rng, stamp
+from zoo.engine.training_checkpoint import atomic_save, capture_rng, load_training_checkpoint, restore_rng, stamp
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer
 from zoo.engine.plotting import draw_boxes, plot_results, save_grid

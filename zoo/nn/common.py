@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_disp
 from zoo.nn.conv_norm_act import ConvNormAct, autopad, fuse_conv_bn
 from zoo.nn.fast_cpu import linear_act
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, concat, custom, io, picked_output, stride_arg
+from zoo.wiring import RowContext, Wired, concat, custom, in_out, picked_output, stride_arg
 
 __all__ = [
     "autopad", "fuse_conv_bn", "Conv", "DWConv", "Concat", "Index", "LayerNorm2d", "MLP", "attention",
@@ -29,7 +29,7 @@ ULTRA_BN_EPS = 1e-3
 ULTRA_BN_MOMENTUM = 0.03
 
 
-@register(wiring=io(spatial=stride_arg(3)))
+@register(wiring=in_out(spatial=stride_arg(3)))
 class Conv(ConvNormAct):
     """Ultralytics' Conv: Conv2d -> BatchNorm2d(eps 1e-3, momentum 0.03) -> activation.
     ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
@@ -45,7 +45,7 @@ class Conv(ConvNormAct):
                                                               momentum=ULTRA_BN_MOMENTUM), act=activation)
 
 
-@register(wiring=io(spatial=stride_arg(3)))
+@register(wiring=in_out(spatial=stride_arg(3)))
 class DWConv(Conv):
     """Depthwise(-ish) Conv: groups = gcd(c1, c2)."""
 

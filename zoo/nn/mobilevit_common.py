@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from zoo.nn.conv_norm_act import ConvNormAct
 from zoo.registry import register
-from zoo.wiring import io, stride_arg
+from zoo.wiring import in_out, stride_arg
 
 __all__ = ["round_channels", "ConvBNAct", "InvertedResidual", "MV2Stage"]
 
@@ -24,7 +24,7 @@ def round_channels(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
-@register(wiring=io(spatial=stride_arg(3)))
+@register(wiring=in_out(spatial=stride_arg(3)))
 class ConvBNAct(ConvNormAct):
     """timm's ConvNormAct as MobileViT uses it: Conv2d (no bias, padding ``k // 2``) -> BatchNorm2d(eps 1e-5)
     -> SiLU (or ``nn.Identity`` with ``act=False``). ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
@@ -36,7 +36,7 @@ class ConvBNAct(ConvNormAct):
         super().__init__(c1, c2, k, s, k // 2, g, norm=nn.BatchNorm2d, act=nn.SiLU() if act else nn.Identity())
 
 
-@register(wiring=io(spatial=stride_arg(2)))
+@register(wiring=in_out(spatial=stride_arg(2)))
 class InvertedResidual(nn.Module):
     """MobileNetV2 block (MV2): 1x1 expand -> SiLU -> 3x3 depthwise (stride ``s``) -> SiLU -> 1x1 linear.
 
@@ -59,7 +59,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-@register(wiring=io(repeats_at=2, spatial=stride_arg(3)))
+@register(wiring=in_out(repeats_at=2, spatial=stride_arg(3)))
 class MV2Stage(nn.Module):
     """``n`` InvertedResidual blocks; the first maps ``c1 -> c2`` with stride ``s``, the rest keep ``c2``.
 

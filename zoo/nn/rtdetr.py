@@ -20,7 +20,7 @@ from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
 from zoo.registry import register
 from zoo.wiring import (
-    RowContext, Wired, checked_step, custom, fixed_stride, in_first, io, io_mid, same_size, single_stride, stride_arg,
+    RowContext, Wired, checked_step, custom, fixed_stride, in_first, in_out, in_out_mid, same_size, single_stride, stride_arg,
 )
 
 __all__ = [
@@ -38,7 +38,7 @@ def max_pool_2x2_stride1(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(across[..., :-1, :], across[..., 1:, :])
 
 
-@register(wiring=io_mid(spatial=fixed_stride(4)))
+@register(wiring=in_out_mid(spatial=fixed_stride(4)))
 class HGStem(nn.Module):
     """PP-HGNetV2 stem: two stride-2 stages with a max-pool / conv split in between.
 
@@ -65,7 +65,7 @@ class HGStem(nn.Module):
         return self.stem4(self.stem3(x))
 
 
-@register(wiring=io(spatial=same_size()))
+@register(wiring=in_out(spatial=same_size()))
 class LightConv(nn.Module):
     """1x1 conv without activation followed by a depthwise ``k x k`` conv. ``(B, c1, H, W) -> (B, c2, H, W)``."""
 
@@ -78,7 +78,7 @@ class LightConv(nn.Module):
         return self.conv2(self.conv1(x))
 
 
-@register(wiring=io_mid(repeats_at=4, spatial=same_size()))
+@register(wiring=in_out_mid(repeats_at=4, spatial=same_size()))
 class HGBlock(nn.Module):
     """PP-HGNet block: ``n`` chained convs whose outputs are all concatenated, squeezed and excited.
 
@@ -104,7 +104,7 @@ class HGBlock(nn.Module):
         return y + x if self.add else y
 
 
-@register(wiring=io(spatial=stride_arg(3)))
+@register(wiring=in_out(spatial=stride_arg(3)))
 class RepConv(nn.Module):
     """RepVGG-style conv: 3x3 + 1x1 (+ identity BN) branches in training, one 3x3 conv after :meth:`fuse`.
 
@@ -163,7 +163,7 @@ class RepConv(nn.Module):
         del self.conv1, self.conv2, self.bn
 
 
-@register(wiring=io(repeats_at=2, spatial=same_size()))
+@register(wiring=in_out(repeats_at=2, spatial=same_size()))
 class RepC3(nn.Module):
     """CSP block of RepConvs used in RT-DETR's CCFF neck. ``(B, c1, H, W) -> (B, c2, H, W)``."""
 

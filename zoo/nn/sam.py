@@ -34,7 +34,7 @@ from zoo.nn.fast_cpu import conv_act
 from zoo.nn.sam_mask_decoder import MaskDecoder
 from zoo.nn.sam_prompt_encoder import PromptEncoder
 from zoo.registry import register
-from zoo.wiring import in_first, io, not_a_map, same_size
+from zoo.wiring import in_first, in_out, not_a_map, same_size
 
 __all__ = ["SamNeck", "SamHead", "group_prompts"]
 
@@ -43,7 +43,7 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-@register(wiring=io(scale=False, spatial=same_size()))
+@register(wiring=in_out(scale=False, spatial=same_size()))
 class SamNeck(nn.Module):
     """1x1 conv -> LayerNorm2d -> 3x3 conv -> LayerNorm2d, convs without bias.
 

@@ -52,7 +52,7 @@ from zoo.nn.conv_norm_act import ConvNormAct
 from zoo.nn.fast_cpu import linear_act
 from zoo.registry import register
 from zoo.wiring import (
-    RowContext, Spatial, Wired, Wiring, checked_step, custom, fixed_stride, in_first, io, same_size, single_stride,
+    RowContext, Spatial, Wired, Wiring, checked_step, custom, fixed_stride, in_first, in_out, same_size, single_stride,
     stride_arg,
 )
 
@@ -90,7 +90,7 @@ def _keep_width(repeats_at: int | None = 1, spatial: Spatial | None = None) -> W
     return custom(wire, f"(c1, ...) -> c1{rep}", spatial)
 
 
-@register(wiring=io(spatial=stride_arg(3)))
+@register(wiring=in_out(spatial=stride_arg(3)))
 class Conv2d_BN(ConvNormAct):
     """timm's TinyViT Conv2d_BN: Conv2d (no bias) -> BatchNorm2d(eps 1e-5), no activation module (the
     blocks apply theirs with :meth:`then`). ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
@@ -104,7 +104,7 @@ class Conv2d_BN(ConvNormAct):
         nn.init.constant_(self.bn.weight, bn_weight_init)
 
 
-@register(wiring=io(spatial=fixed_stride(4)))
+@register(wiring=in_out(spatial=fixed_stride(4)))
 class PatchEmbed(nn.Module):
     """Two stride-2 3x3 Conv2d_BN with GELU between. ``(B, c1, H, W) -> (B, c2, H/4, W/4)``."""
 
@@ -118,7 +118,7 @@ class PatchEmbed(nn.Module):
         return self.conv2(self.conv1.then(self.act, x))
 
 
-@register(wiring=io(spatial=same_size()))
+@register(wiring=in_out(spatial=same_size()))
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand -> GELU -> 3x3 depthwise -> GELU -> 1x1 project, + input, GELU.
 
@@ -143,7 +143,7 @@ class MBConv(nn.Module):
         return self.act3(y + x if self.residual else y)
 
 
-@register(wiring=io(spatial=stride_arg(2, default=2)))
+@register(wiring=in_out(spatial=stride_arg(2, default=2)))
 class PatchMerging(nn.Module):
     """1x1 conv -> GELU -> 3x3 depthwise (stride ``s``) -> GELU -> 1x1 conv.
 

@@ -19,7 +19,7 @@ from zoo.nn.heads import DEFAULT_MAX_DET
 from zoo.ops.anchors import dfl_expectation, dist2bbox, make_anchors
 from zoo.ops.boxes import xywh_to_xyxy
 from zoo.registry import register
-from zoo.wiring import io, multi_input, not_a_map, same_size, stride_arg
+from zoo.wiring import in_out, multi_input, not_a_map, same_size, stride_arg
 
 __all__ = [
     "Bottleneck", "C2f", "SPPF", "SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "DFL", "v10Detect",
@@ -43,7 +43,7 @@ class Bottleneck(nn.Module):
         return x + y if self.add else y
 
 
-@register(wiring=io(repeats_at=2, spatial=same_size()))
+@register(wiring=in_out(repeats_at=2, spatial=same_size()))
 class C2f(nn.Module):
     """CSP block with ``n`` bottlenecks whose every output is concatenated (YOLOv8).
 
@@ -67,7 +67,7 @@ class C2f(nn.Module):
         return self.cv2(torch.cat(y, 1))
 
 
-@register(wiring=io(spatial=same_size()))
+@register(wiring=in_out(spatial=same_size()))
 class SPPF(nn.Module):
     """Spatial pyramid pooling, fast: ``n`` chained max-pools concatenated. ``(B,c1,H,W)->(B,c2,H,W)``.
 
@@ -91,7 +91,7 @@ class SPPF(nn.Module):
         return x + out if self.add else out
 
 
-@register(wiring=io(spatial=stride_arg(3, default=2)))
+@register(wiring=in_out(spatial=stride_arg(3, default=2)))
 class SCDown(nn.Module):
     """Spatial-channel decoupled downsampling: 1x1 channel conv, then a strided depthwise conv."""
 
@@ -155,7 +155,7 @@ class CIB(nn.Module):
         return x + y if self.add else y
 
 
-@register(wiring=io(repeats_at=2, spatial=same_size()))
+@register(wiring=in_out(repeats_at=2, spatial=same_size()))
 class C2fCIB(C2f):
     """C2f with CIB blocks in place of bottlenecks. Args ``(c1, c2, n, shortcut, lk, g, e)``."""
 
@@ -199,7 +199,7 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
-@register(wiring=io(spatial=same_size()))
+@register(wiring=in_out(spatial=same_size()))
 class PSA(nn.Module):
     """Partial self-attention: attention + FFN on half the channels. ``(B, c1, H, W) -> same``.
 

@@ -9,8 +9,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from zoo.data.classify import ClassificationDataset, ClassifyAugment, collate_classification
-from zoo.engine.losses.classify import ClassificationLoss
+from zoo.data.class_folders import ClassificationDataset, ClassifyAugment, collate_classification
+from zoo.engine.losses.cross_entropy import ClassificationLoss
 from zoo.engine.metrics import TopKAccuracy
 from zoo.engine.plotting import draw_label, save_grid
 from zoo.engine.tasks.base import TASKS, BaseTask

@@ -64,13 +64,13 @@ def image_embedding(model: nn.Module, img: torch.Tensor) -> torch.Tensor:
     outputs: dict[int, Any] = {}
     x: Any = img
     for record, module in zip(model.records[:-1], model.model[:-1]):
-        src = record.source
+        src = record.from_
 
         def read(s: int) -> Any:
             return x if s == -1 else outputs[s if s >= 0 else record.index + s]
 
         x = outputs[record.index] = module([read(s) for s in src] if isinstance(src, tuple) else read(src))
-    head_src = model.records[-1].source
+    head_src = model.records[-1].from_
     return x if head_src == -1 else outputs[head_src if head_src >= 0 else len(model.records) - 1 + head_src]
 
 

@@ -1,4 +1,4 @@
-"""zoo.plots: ``zoo info --plot`` per-row chart and the sweep chart are real PNGs."""
+"""zoo.summary_plot: ``zoo info --plot`` per-row chart and the sweep chart are real PNGs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import yaml
 
 from zoo.cli import main
 from zoo.model import Model
-from zoo.plots import plot_rows, plot_sweep
+from zoo.summary_plot import plot_rows, plot_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = {

@@ -86,13 +86,13 @@ class SamPredictor:
 
         x: Any = images
         for record, module in zip(records[:-1], rows[:-1]):
-            i, src = record.index, record.source
+            i, src = record.index, record.from_
             row_in = [read(i, s, x) for s in src] if isinstance(src, tuple) else read(i, src, x)
             x = outputs[i] = module(row_in)
         head = records[-1]
-        if isinstance(head.source, tuple):
+        if isinstance(head.from_, tuple):
             raise ValueError("SamHead reads a single image embedding; its row must have one 'from'")
-        return read(head.index, head.source, x)
+        return read(head.index, head.from_, x)
 
     def set_image(self, image: np.ndarray) -> None:
         """Compute and cache the embedding of an ``H x W x 3`` uint8 RGB image."""

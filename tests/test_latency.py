@@ -1,4 +1,4 @@
-"""zoo.bench and ``zoo benchmark``: statistics, achieved GFLOP/s, option errors (no timed assertions)."""
+"""zoo.latency and ``zoo benchmark``: statistics, achieved GFLOP/s, option errors (no timed assertions)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.bench import BenchmarkError, benchmark, counted_gflops, percentile, resolve_device
+from zoo.latency import BenchmarkError, benchmark, counted_gflops, percentile, resolve_device
 from zoo.cli import main
 from zoo.model import Model
 

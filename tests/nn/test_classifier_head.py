@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zoo import ConfigError, Model
-from zoo.nn.classify import Classify
+from zoo.nn.classifier_head import Classify
 
 
 def _cfg(head_args: list, width: float = 1.0) -> dict:

@@ -11,7 +11,7 @@ from PIL import Image
 from zoo import Model
 from zoo.commands.predict_sam import parse_box, parse_point, predict_sam
 from zoo.nn.sam import PIXEL_MEAN
-from zoo.predictor import SamPredictor, resized_shape
+from zoo.sam_predictor import SamPredictor, resized_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "cfg" / "sam-tinyvit.yaml"
