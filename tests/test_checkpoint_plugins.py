@@ -142,10 +142,12 @@ WIDER = TINY.replace("[8, 3, 2]", "[12, 3, 2]").replace("[16, 3, 2]", "[24, 3, 2
 
 
 def _mismatched_checkpoint(tmp_path: Path) -> Path:
-    """A checkpoint whose tensors come from a wider model than the config it carries."""
-    cfg = _tiny_cfg(tmp_path)
+    """A checkpoint whose tensors come from a wider model than the config it carries (5 classes, as
+    the shapes data has, so the class count is not what stops it)."""
+    cfg = tmp_path / "tiny5.yaml"
+    cfg.write_text(TINY.replace("nc: 3", "nc: 5"))
     wider = tmp_path / "wider.yaml"
-    wider.write_text(WIDER)
+    wider.write_text(WIDER.replace("nc: 3", "nc: 5"))
     path = tmp_path / "mismatch.pt"
     torch.save({"model_state": Model(wider).state_dict(), "yaml": dict(Model(cfg).yaml)}, path)
     return path
@@ -162,6 +164,15 @@ def test_checkpoint_that_does_not_fit_its_config_is_refused(tmp_path: Path, imag
     assert len(err) == 1 and "do not fit the model" in err[0] and "shape-mismatched" in err[0]
     n_model = len(Model(_tiny_cfg(tmp_path)).state_dict())
     assert f"of {n_model} tensors" in err[0]
+
+
+def test_val_refuses_a_checkpoint_with_other_classes_than_the_data(tmp_path: Path, capsys) -> None:
+    model = Model(_tiny_cfg(tmp_path))  # 3 classes; the shapes data has 5
+    path = tmp_path / "three.pt"
+    torch.save({"model_state": model.state_dict(), "yaml": dict(model.yaml)}, path)
+    assert main(["val", str(path), "--data", "shapes:n_train=4,n_val=2", "--imgsz", "32", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predicts 3 classes but the data has 5" in err[0]
 
 
 def test_val_and_predict_weights_must_fit(tmp_path: Path, image: Path, capsys) -> None:

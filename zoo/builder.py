@@ -21,7 +21,7 @@ from zoo.limits import (  # noqa: F401  (build_limits and DEFAULT_MAX_PARAMS: re
 from zoo.registry import MODULES, Entry, load_entry_point_plugins, load_plugins
 from zoo.wiring import Channels, RowContext
 
-__all__ = ["RowRecord", "Graph", "parse_model", "build_limits", "DEFAULT_MAX_PARAMS"]
+__all__ = ["RowRecord", "Graph", "parse_model", "head_task", "load_config_plugins", "build_limits", "DEFAULT_MAX_PARAMS"]
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,9 @@ def _scaled_repeats(repeats: int, depth: float) -> int:
                           "lower either") from None
 
 
-def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> Graph:
-    """Build every row of ``spec``. ``ch`` is the number of input image channels."""
+def load_config_plugins(spec: ModelSpec, plugins: tuple[str, ...] = ()) -> None:
+    """Import what a config needs before its rows can be looked up: installed entry points, the
+    caller's ``plugins`` and the config's own ``plugins:`` (relative to its folder)."""
     load_entry_point_plugins()
     yaml_plugins = spec.cfg.get("plugins") or []
     if not isinstance(yaml_plugins, list) or not all(isinstance(p, str) for p in yaml_plugins):
@@ -146,6 +147,26 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
         load_plugins(list(plugins) + yaml_plugins, base_dir=spec.base_dir)
     except ConfigError as exc:
         raise exc.at(file=spec.source) from None
+
+
+def head_task(spec: ModelSpec, plugins: tuple[str, ...] = ()) -> str:
+    """The task the config's last row declares (``task`` on its class), found without building."""
+    load_config_plugins(spec, plugins)
+    rows = spec.rows()
+    section, _, row = rows[-1]
+    name = row[2] if isinstance(row, list) and len(row) == 4 and isinstance(row[2], str) else None
+    if name is None:
+        raise ConfigError("a row must be [from, repeats, module, args]", file=spec.source, row=len(rows) - 1,
+                          section=section)
+    try:
+        return str(getattr(MODULES.get(name).cls, "task", "features"))
+    except ConfigError as exc:
+        raise exc.at(file=spec.source, row=len(rows) - 1, section=section) from None
+
+
+def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> Graph:
+    """Build every row of ``spec``. ``ch`` is the number of input image channels."""
+    load_config_plugins(spec, plugins)
 
     limit = _MAX_PARAMS.get()
     imgsz = spec.cfg.get("imgsz")

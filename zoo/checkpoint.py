@@ -17,7 +17,7 @@ import collections
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -190,14 +190,21 @@ class LoadReport:
         """Tensors of the model the file did not give a value for (missing or of another shape)."""
         return len(self.missing) + len(self.mismatched)
 
-    def require_fit(self, consequence: str) -> None:
-        """Refuse a load that would leave some of the model at its random initial values."""
-        if self.unfit:
+    def require_fit(self, consequence: str, allowed_prefix: str | None = None) -> None:
+        """Refuse a load that would leave some of the model at its random initial values (except
+        under ``allowed_prefix``, e.g. a head rebuilt for another class count)."""
+        def counted(key: str) -> bool:
+            return allowed_prefix is None or not key.startswith(allowed_prefix)
+
+        mismatched = [k for k, _, _ in self.mismatched if counted(k)]
+        missing = [k for k in self.missing if counted(k)]
+        if mismatched or missing:
             total = len(self.loaded) + self.unfit
-            first = [k for k, _, _ in self.mismatched[:2]] + self.missing[:2]
+            first = mismatched[:2] + missing[:2]
             raise CheckpointError(
-                f"{self.path}: {self.unfit} of {total} tensors do not fit the model ({len(self.mismatched)} "
-                f"shape-mismatched, {len(self.missing)} missing; e.g. {', '.join(first[:3])}); {consequence}")
+                f"{self.path}: {len(mismatched) + len(missing)} of {total} tensors do not fit the model "
+                f"({len(mismatched)} shape-mismatched, {len(missing)} missing; e.g. {', '.join(first[:3])}); "
+                f"{consequence}")
 
     def __str__(self) -> str:
         total = len(self.loaded) + len(self.missing) + len(self.mismatched)

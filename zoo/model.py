@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 
 from zoo.builder import RowRecord, build_limits, parse_model
-from zoo.checkpoint import Checkpoint, LoadReport, load_weights, read_checkpoint
+from zoo.checkpoint import Checkpoint, load_weights, read_checkpoint
 from zoo.config import ModelSpec, resolve_spec
 from zoo.errors import CheckpointError, ConfigError
 from zoo.summary import summarize
 
-__all__ = ["Model", "build_model", "allowed_plugins"]
+__all__ = ["Model", "build_model", "allowed_plugins", "checkpoint_config"]
 
 DRY_RUN_SIZE = 64  # small enough to keep builds fast; stride-32 maps are still 2x2
 # Channels-last models take images (up to this many channels) as given: a conv with channels-last
@@ -260,28 +260,42 @@ class Model(nn.Module):
         return load_weights(self, path, strict=strict, verbose=verbose)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, plugins: tuple[str, ...] = (), trust_plugins: bool = False,
+    def from_checkpoint(cls, path: str | Path | Checkpoint, plugins: tuple[str, ...] = (), trust_plugins: bool = False,
                         **overrides: Any) -> "Model":
-        """Build the model a checkpoint describes (its stored config) and load its weights.
+        """Build the model a checkpoint describes (its stored config) and load its weights; the run's
+        name and class names come back too. ``path`` may be a :class:`Checkpoint` already read.
 
         Reading a checkpoint never imports code: plugins its config names are imported only when the
         caller gives them (``plugins``, matched by file name or module name) or sets ``trust_plugins``.
         """
-        ckpt = read_checkpoint(path)
-        if ckpt.config is None:
-            raise ConfigError("checkpoint carries no model config; build with Model(cfg) and call .load(path)", file=str(path))
-        config = dict(ckpt.config)
-        allowed = allowed_plugins(ckpt, tuple(plugins), trust_plugins)
-        if allowed or "plugins" in config:  # the stored names are replaced by what may be imported
-            config["plugins"] = allowed
+        ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path)
+        config = checkpoint_config(ckpt, tuple(plugins), trust_plugins)
         kwargs = {"scale": config.get("scale"), "plugins": tuple(plugins)}
         kwargs.update(overrides)
         model = cls(config, **kwargs)
         report = model.load(ckpt, strict=False, verbose=False)
-        if not {"nc", "scale"} & {k for k, v in overrides.items() if v is not None and v != config.get(k)}:
+        changed = {k for k, v in overrides.items() if v is not None and v != config.get(k)}
+        if "scale" not in changed:
             # the file describes this very model: anything it does not fill would run on random weights
-            report.require_fit("the checkpoint does not match the config it carries (corrupt or edited?)")
+            # (but the head, when it was rebuilt for another class count)
+            head = f"model.{len(model.records) - 1}." if "nc" in changed else None
+            report.require_fit("the checkpoint does not match the config it carries (corrupt or edited?)", head)
+        model.name = str(ckpt.extra.get("name") or model.name)
+        names = ckpt.extra.get("names")
+        if isinstance(names, list) and len(names) == len(model.names):
+            model.names = dict(enumerate(map(str, names)))
         return model
+
+
+def checkpoint_config(ckpt: Checkpoint, plugins: tuple[str, ...] = (), trust_plugins: bool = False) -> dict[str, Any]:
+    """The model config a checkpoint carries, its plugin list reduced to what may be imported."""
+    if ckpt.config is None:
+        raise ConfigError("checkpoint carries no model config; build with Model(cfg) and call .load(path)", file=ckpt.path)
+    config = dict(ckpt.config)
+    allowed = allowed_plugins(ckpt, tuple(plugins), trust_plugins)
+    if allowed or "plugins" in config:  # the stored names are replaced by what may be imported
+        config["plugins"] = allowed
+    return config
 
 
 def _plugin_key(spec: str) -> str:

@@ -14,9 +14,9 @@ from zoo.config import resolve_spec
 from zoo.errors import ConfigError
 from zoo.model import Model
 from zoo.nn.rtdetr import AIFI, RepConv, sincos_position_embedding_2d
-from zoo.nn.rtdetr_decoder import (
-    MultiheadAttention, RTDETRDecoder, deformable_sample_projected, generate_anchors,
-)
+from zoo.nn.deformable_attention import deformable_sample_projected
+from zoo.nn.multihead_attention import MultiheadAttention
+from zoo.nn.rtdetr_decoder import RTDETRDecoder, generate_anchors
 from zoo.nn.rtdetr_denoising import denoising_queries
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,10 +9,13 @@ import torch
 import torch.nn as nn
 
 from zoo.engine.ddp import DistInfo, cuda_device_ids
-from zoo.engine.tasks.base import task_for
+from zoo.engine.tasks.base import task_class
+from zoo.builder import head_task
 from zoo.checkpoint import read_checkpoint
+from zoo.config import resolve_spec
+from zoo.data.spec import resolve_data
 from zoo.errors import ZooError
-from zoo.model import Model, build_model
+from zoo.model import Model, checkpoint_config
 
 __all__ = ["TrainSetupError", "select_device", "build_for_task", "freeze", "plain_args"]
 
@@ -73,36 +76,37 @@ def freeze(model: nn.Module, prefixes: list[str]) -> int:
 
 
 def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weights: bool = True):
-    """Build the model from ``args.cfg`` (YAML or checkpoint), pick its task, resolve the data and make
-    the head's class count match it, load ``--weights`` (all of them unless ``partial_weights``, which
-    training allows for fine-tuning) and apply ``--freeze``.
+    """One pass, each step once: read the config (a YAML, or the one a checkpoint carries), find its
+    head's task, resolve the data, build the model with the data's class count, load weights (all
+    of ``--weights`` unless ``partial_weights``, which training allows for fine-tuning), make the
+    task, apply ``--freeze``.
 
     Returns ``(model, task, imgsz)``.
     """
-    plugins = list(getattr(args, "plugin", None) or [])
+    plugins = tuple(getattr(args, "plugin", None) or ())
+    trust = bool(getattr(args, "trust_plugins", False))
     # a resumed run is built from the config its checkpoint carries (plugins it names need the user's
     # say-so), not from a cfg path that was relative to where the run started
     source = str(getattr(args, "resume", None) or args.cfg)
-    model = build_model(source, getattr(args, "scale", None), None, plugins, bool(getattr(args, "trust_plugins", False)))
-    if source.endswith((".pt", ".pth")):
-        model.name = str(read_checkpoint(source).extra.get("name") or Path(source).stem)
-    task_cls = task_for(model)
-    task = task_cls(args, model)
-    imgsz = int(args.imgsz or model.yaml.get("imgsz") or task.default_imgsz)
-    names = task.setup_data(imgsz)
-    if model.nc is not None and names and model.nc != len(names):
-        if verbose:
-            print(f"{model.name}: nc {model.nc} -> {len(names)} to match the data")
-        rebuilt = Model(model.yaml, scale=model.scale, nc=len(names), plugins=tuple(model.plugins))
-        rebuilt.name, rebuilt.source = model.name, model.source
-        if source.endswith((".pt", ".pth")):
-            rebuilt.load(source, verbose=verbose)
-        spec = task.spec
-        model = rebuilt
-        task = task_cls(args, model)
-        task.spec, task.names = spec, list(names)
-    if names:
-        model.names = dict(enumerate(names))
+    ckpt = read_checkpoint(source) if source.endswith((".pt", ".pth")) else None
+    cfg = checkpoint_config(ckpt, plugins, trust) if ckpt is not None else source
+    scale = getattr(args, "scale", None) or (cfg.get("scale") if isinstance(cfg, dict) else None)
+    spec = resolve_spec(cfg, scale=scale)
+    task_cls = task_class(head_task(spec, plugins), spec.source)
+    imgsz = int(args.imgsz or spec.cfg.get("imgsz") or task_cls.default_imgsz)
+    data = resolve_data(getattr(args, "data", None), task_cls.name, imgsz)
+    nc = len(data.names) if spec.nc is not None and data.names and spec.nc != len(data.names) else None
+    if nc is not None and ckpt is not None and not partial_weights:
+        raise TrainSetupError(f"{source} predicts {spec.nc} classes but the data has {nc}; evaluating would "
+                              "score a randomly initialised head: use data with the checkpoint's classes")
+    if nc is not None and verbose:
+        print(f"{spec.name}: nc {spec.nc} -> {nc} to match the data")
+    if ckpt is not None:
+        model = Model.from_checkpoint(ckpt, plugins, trust, **({"nc": nc} if nc else {}))
+    else:
+        model = Model(cfg, scale=scale, nc=nc, plugins=plugins)
+    if data.names:
+        model.names = dict(enumerate(data.names))
     if getattr(args, "weights", None):
         report = model.load(str(args.weights), verbose=verbose)
         if not partial_weights:
@@ -110,6 +114,7 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weigh
         elif report.unfit > len(report.loaded):  # fine-tuning a new head is normal; most of the model is not
             print(f"warning: only {len(report.loaded)} of {len(report.loaded) + report.unfit} tensors of "
                   f"{args.weights} fit the model; the rest train from random initial values")
+    task = task_cls(args, model, data)
     patterns = list(getattr(args, "freeze", None) or [])
     if patterns:
         prefixes = [p for key in patterns for p in task.parameter_prefixes(model, key)]

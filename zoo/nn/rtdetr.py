@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from zoo.nn.common import ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, Conv, DWConv, fuse_conv_bn
 from zoo.nn.fast_cpu import conv_act, linear_act
-from zoo.nn.rtdetr_decoder import MultiheadAttention, RTDETRDecoder
+from zoo.nn.multihead_attention import MultiheadAttention
+from zoo.nn.rtdetr_decoder import RTDETRDecoder
 from zoo.registry import register
 from zoo.wiring import (
     RowContext, Wired, checked_step, custom, fixed_stride, in_first, in_out, in_out_mid, same_size, single_stride, stride_arg,

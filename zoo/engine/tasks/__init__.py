@@ -3,7 +3,7 @@
 Nothing here registers anything: :data:`TASKS` and :data:`HEADS` import their members themselves
 on first lookup.
 """
-from zoo.engine.tasks.base import TASKS, BaseTask, Task, task_for
+from zoo.engine.tasks.base import TASKS, BaseTask, Task, task_class
 from zoo.engine.tasks.heads import HEADS, DetectHead
 
-__all__ = ["TASKS", "BaseTask", "Task", "task_for", "HEADS", "DetectHead"]
+__all__ = ["TASKS", "BaseTask", "Task", "task_class", "HEADS", "DetectHead"]

@@ -27,7 +27,7 @@ from zoo.data.spec import DataSpec, resolve_data
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
-__all__ = ["Task", "BaseTask", "TASKS", "task_for"]
+__all__ = ["Task", "BaseTask", "TASKS", "task_class"]
 
 
 class Task(Protocol):
@@ -71,10 +71,11 @@ class BaseTask:
     fitness_key = ""
     default_imgsz = 320
 
-    def __init__(self, args: argparse.Namespace, model: nn.Module) -> None:
+    def __init__(self, args: argparse.Namespace, model: nn.Module, data: DataSpec | None = None) -> None:
+        """``data``: the resolved dataset, when the caller resolved it first (else ``setup_data``)."""
         self.args = args
-        self.spec: DataSpec | None = None
-        self.names: list[str] = []
+        self.spec: DataSpec | None = data
+        self.names: list[str] = list(data.names) if data is not None else []
         # the model's input normalisation, the same one zoo predict and SamPredictor apply
         self.normalise = InputNormaliser.for_model(model)
 
@@ -116,10 +117,10 @@ TASKS: Registry[type] = Registry("tasks", members=("zoo.engine.tasks.classify", 
                                                    "zoo.engine.tasks.sam"))
 
 
-def task_for(model: nn.Module) -> type:
-    """The task class for ``model``'s head (by the ``task`` it declares)."""
-    task = getattr(model, "task", None)
+def task_class(task: str, where: str | None = None) -> type:
+    """The task class for a head that declares ``task`` (``where``: the config, for the message)."""
     if task not in TASKS:
-        raise ConfigError(f"no trainer for task '{task}' of head {type(model.model[-1]).__name__} "
-                          f"(trainable tasks: {', '.join(TASKS.names())})", file=getattr(model, "source", None))
+        raise ConfigError(f"no trainer for task '{task}' of this config's head "
+                          f"(trainable tasks: {', '.join(TASKS.names())})", file=where)
     return TASKS.get(task)
+

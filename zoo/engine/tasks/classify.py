@@ -1,7 +1,6 @@
 """Image classification: ImageFolder / shapes-crop datasets, label-smoothed CE, top-1 / top-5."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -24,9 +23,6 @@ class ClassifyTask(BaseTask):
     loss_names = ("cls",)
     fitness_key = "top1"
     default_imgsz = 224
-
-    def __init__(self, args: argparse.Namespace, model: nn.Module) -> None:
-        super().__init__(args, model)
 
     def build_dataset(self, split: str, imgsz: int, augment: bool) -> Dataset:
         assert self.spec is not None, "call setup_data first"

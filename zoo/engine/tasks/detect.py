@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from zoo.data.dataset import DetectionDataset, collate_detection
+from zoo.data.spec import DataSpec
 from zoo.data.transforms import AugmentConfig
 from zoo.engine.losses.yolo import LossGains, YOLOv10Loss
 from zoo.engine.metrics import DetectionMetrics
@@ -50,8 +51,8 @@ class DetectTask(BaseTask):
     fitness_key = "mAP50-95"
     default_imgsz = 320
 
-    def __init__(self, args: argparse.Namespace, model: nn.Module) -> None:
-        super().__init__(args, model)
+    def __init__(self, args: argparse.Namespace, model: nn.Module, data: DataSpec | None = None) -> None:
+        super().__init__(args, model, data)
         head = model.model[-1]
         loss = getattr(head, "loss", None)
         if not isinstance(loss, str) or loss not in HEADS:

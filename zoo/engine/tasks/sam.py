@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from zoo.data.dataset import DetectionDataset, collate_detection
+from zoo.data.spec import DataSpec
 from zoo.engine.losses.sam import SamLoss
 from zoo.engine.metrics import MaskIoUMeter
 from zoo.engine.plotting import overlay_masks, save_grid
@@ -112,8 +113,8 @@ class SamTask(BaseTask):
     fitness_key = "mIoU/box"
     default_imgsz = 256
 
-    def __init__(self, args: argparse.Namespace, model: nn.Module) -> None:
-        super().__init__(args, model)
+    def __init__(self, args: argparse.Namespace, model: nn.Module, data: DataSpec | None = None) -> None:
+        super().__init__(args, model, data)
         self.sets = int(getattr(args, "sam_sets", 4))  # prompt sets (instances) per image in training
         self.box_jitter = float(getattr(args, "sam_box_jitter", 0.1))
         self.max_points = int(getattr(args, "sam_max_points", 4))
