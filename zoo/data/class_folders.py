@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from zoo.data.problems import IMAGE_SUFFIXES, DataProblems, load_image, verify_image
-from zoo.data.shapes import ShapesConfig, render_shapes
+from zoo.data.shapes import ShapesSplit, render_shapes
 from zoo.data.transforms import center_crop_resize, colour_jitter, resize_image
 from zoo.errors import DataError
 
@@ -74,20 +74,10 @@ class ImageFolderSource:
         return Labelled(load_image(path), cls, str(path))
 
 
-class ShapesCropSource:
+class ShapesCropSource(ShapesSplit):
     """One object per sample, cut from shapes image ``index`` with 20-60 % context around it."""
 
-    def __init__(self, cfg: ShapesConfig, split: str) -> None:
-        self.cfg = cfg
-        self.split = split
-        self.names = list(cfg.names)
-        self.problems = DataProblems()
-        self._len = cfg.count(split)
-        if self._len == 0:
-            raise DataError(f"shapes crops: the {split} split is empty (n_{split}=0)")
-
-    def __len__(self) -> int:
-        return self._len
+    label = "shapes crops"
 
     def load(self, index: int) -> Labelled:
         sample = render_shapes(self.cfg, self.split, index)

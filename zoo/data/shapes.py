@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-__all__ = ["SHAPE_NAMES", "ShapesConfig", "ShapesSample", "render_shapes", "polygon_mask"]
+from zoo.data.problems import DataProblems
+from zoo.errors import DataError
+
+__all__ = ["SHAPE_NAMES", "ShapesConfig", "ShapesSample", "ShapesSplit", "render_shapes", "polygon_mask"]
 
 SHAPE_NAMES: tuple[str, ...] = ("circle", "rectangle", "triangle", "ellipse", "star")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -272,3 +275,22 @@ def render_shapes(cfg: ShapesConfig, split: str, index: int) -> ShapesSample:
         boxes[j] = (xs_any[0], ys_any[0], xs_any[-1] + 1, ys_any[-1] + 1)
     mask_arr = np.stack([masks[i] for i in keep]) if keep else np.zeros((0, h, w), dtype=bool)
     return ShapesSample(image, np.array([classes[i] for i in keep], dtype=np.int64), boxes, mask_arr)
+
+
+class ShapesSplit:
+    """One split of the embedded shapes data: what every view of it (whole images with boxes and
+    masks, or one-object crops) shares. Rendered on demand, so nothing is ever skipped."""
+
+    label = "shapes"
+
+    def __init__(self, cfg: ShapesConfig, split: str) -> None:
+        self.cfg = cfg
+        self.split = split
+        self.names = list(cfg.names)
+        self.problems = DataProblems()
+        self._len = cfg.count(split)
+        if self._len == 0:
+            raise DataError(f"{self.label}: the {split} split is empty (n_{split}=0)")
+
+    def __len__(self) -> int:
+        return self._len

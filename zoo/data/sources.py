@@ -19,7 +19,7 @@ from zoo.data.checks import (as_int, check_bbox, check_image_size, check_segment
                              read_label_text, short)
 from zoo.data.masks import polygons_to_mask, segmentation_to_mask
 from zoo.data.problems import IMAGE_SUFFIXES, DataProblems, load_image, verify_image
-from zoo.data.shapes import ShapesConfig, render_shapes
+from zoo.data.shapes import ShapesSplit, render_shapes
 from zoo.data.transforms import resize_masks
 from zoo.errors import DataError
 
@@ -49,22 +49,10 @@ class DetectionSource(Protocol):
     def load(self, index: int, with_masks: bool = False) -> Annotated: ...
 
 
-class ShapesSource:
+class ShapesSource(ShapesSplit):
     """The embedded shapes dataset, rendered on demand (see :mod:`zoo.data.shapes`)."""
 
     has_masks = True
-
-    def __init__(self, cfg: ShapesConfig, split: str) -> None:
-        self.cfg = cfg
-        self.split = split
-        self.names = list(cfg.names)
-        self.problems = DataProblems()
-        self._len = cfg.count(split)
-        if self._len == 0:
-            raise DataError(f"shapes: the {split} split is empty (n_{split}=0)")
-
-    def __len__(self) -> int:
-        return self._len
 
     def load(self, index: int, with_masks: bool = False) -> Annotated:
         s = render_shapes(self.cfg, self.split, index)
