@@ -1,9 +1,17 @@
 """CLI: ``main(argv)`` for info and list."""
 from __future__ import annotations
 
+import pytest
+
 from zoo.cli import main
 
 from zoo_test_paths import CFG
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch):
+    """Run every command from a folder outside the repo, as a user of the installed package would."""
+    monkeypatch.chdir(tmp_path)
 
 
 def test_info_prints_rows_and_summary(capsys):

@@ -1,7 +1,24 @@
 """zoo: a YAML-configured vision model zoo."""
+from zoo.config import list_models
 from zoo.errors import CheckpointError, ConfigError, DataError, PluginError, ZooError
-from zoo.model import Model
-from zoo.registry import MODULES, register
 from zoo.version import __version__
 
-__all__ = ["Model", "register", "MODULES", "ConfigError", "CheckpointError", "DataError", "PluginError", "ZooError"]
+__all__ = ["Model", "register", "MODULES", "list_models", "ConfigError", "CheckpointError", "DataError", "PluginError",
+           "ZooError"]
+
+# loaded on first use (PEP 562): they import torch, which `zoo --help` and `zoo list`'s cfg names never need
+_LAZY = {"Model": "zoo.model", "register": "zoo.registry", "MODULES": "zoo.registry"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

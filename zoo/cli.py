@@ -5,12 +5,14 @@ User-input errors (configs, checkpoints, data, plugins) print one line and exit 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from zoo.config import shipped_cfgs
 from zoo.errors import ZooError
 
 __all__ = ["main", "run", "shipped_cfgs"]
@@ -23,11 +25,6 @@ TASK_COMMANDS = {
     "sweep": "build/measure/train every variant of a cfg",
     "benchmark": "latency, throughput and achieved GFLOP/s",
 }
-
-
-def shipped_cfgs() -> list[Path]:
-    root = Path(__file__).resolve().parent.parent / "cfg"
-    return sorted(root.glob("*.yaml")) if root.is_dir() else []
 
 
 def _imgsz(values: list[int]) -> int | tuple[int, int]:
@@ -61,9 +58,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for entry in MODULES:
         stride = "declared" if entry.wiring.spatial is not None else "trial run"
         print(f"{entry.name:<22}{entry.registered_by:<12}{stride:<11}{entry.wiring.describe:<50}{entry.signature()}")
-    print("\n(any torch.nn module is available as nn.<Name>)\n\nshipped cfgs:")
-    for cfg in shipped_cfgs():
-        print(f"  cfg/{cfg.name}")
+    print("\n(any torch.nn module is available as nn.<Name>)\n\n"
+          "shipped cfgs (give the name from any folder: `zoo info yolov10n`, `Model('yolov10n')`):")
+    cfgs = shipped_cfgs()
+    width = max((len(cfg.stem) for cfg in cfgs), default=0) + 2
+    for cfg in cfgs:
+        print(f"  {cfg.stem:<{width}}{cfg}")
     return 0
 
 
@@ -92,7 +92,13 @@ def _limits(parser: argparse.ArgumentParser) -> None:
                                  "output at 640x640 holds more than N values); default 1e9")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _run_command(name: str, args: argparse.Namespace) -> int:
+    return importlib.import_module(f"zoo.commands.{name}").run(args)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``zoo`` parser. ``command``: the subcommand being run; of the task commands only its module is
+    imported (they import torch, which `zoo --help` and `zoo info --help` do not need). None: all."""
     parser = argparse.ArgumentParser(prog="zoo", description="YAML-configured vision model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -115,19 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in TASK_COMMANDS.items():
         if importlib.util.find_spec(f"zoo.commands.{name}") is None:
             continue
-        command = importlib.import_module(f"zoo.commands.{name}")
         p = sub.add_parser(name, help=help_text)
-        command.add_arguments(p)
+        if command is not None and name != command:
+            continue  # not the one being run: listed with its help line, its module left unimported
+        # a command module that loads torch at import keeps its arguments in <name>_args.py (torch-free);
+        # the module itself is imported when the command runs, so `zoo NAME --help` stays fast
+        arguments = f"zoo.commands.{name}_args"
+        if importlib.util.find_spec(arguments) is None:
+            arguments = f"zoo.commands.{name}"
+        importlib.import_module(arguments).add_arguments(p)
         if not any(a.dest == "plugin" for a in p._actions):
             _common(p)
         _limits(p)
-        p.set_defaults(func=command.run)
+        p.set_defaults(func=functools.partial(_run_command, name))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    # the subcommand is the first word that is not an option: `zoo` itself takes no option but --help
+    command = next((word for word in argv if not word.startswith("-")), "")
+    args = build_parser(command).parse_args(argv)
     from zoo.limits import build_limits
 
     try:

@@ -6,6 +6,8 @@ the rows' positions; every problem is a :class:`~zoo.errors.ConfigError` naming 
 from __future__ import annotations
 
 import copy
+import difflib
+import fnmatch
 import math
 import re
 from dataclasses import dataclass
@@ -16,7 +18,9 @@ import yaml
 
 from zoo.errors import ConfigError
 
-__all__ = ["ModelSpec", "load_yaml", "resolve_spec", "check_structure"]
+__all__ = ["ModelSpec", "load_yaml", "resolve_spec", "check_structure", "find_cfg", "shipped_cfgs", "list_models"]
+
+CFG_DIR = Path(__file__).resolve().parent / "cfg"  # the shipped model YAMLs (package data)
 
 SECTIONS = ("backbone", "head")
 # libyaml's safe loader when PyYAML was built with it (about 10x faster than the pure-Python one)
@@ -118,8 +122,40 @@ class ModelSpec:
         return out
 
 
+def shipped_cfgs() -> list[Path]:
+    """The model YAMLs shipped inside the package, sorted by name."""
+    return sorted(CFG_DIR.glob("*.yaml")) if CFG_DIR.is_dir() else []
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the shipped cfgs (``yolov10n``, ``sam-tinyvit``, ...), each usable as ``Model(name)``;
+    ``pattern`` keeps the names matching it (``fnmatch``: ``"yolov10*"``, ``"*-cls"``)."""
+    names = [p.stem for p in shipped_cfgs()]
+    return fnmatch.filter(names, pattern) if pattern else names
+
+
+def find_cfg(cfg: str | Path) -> Path:
+    """The YAML file ``cfg`` names: an existing path wins; else a shipped cfg by name (``yolov10n``,
+    ``yolov10n.yaml``, ``cfg/yolov10n.yaml`` from any folder); else a ConfigError suggesting close names.
+    A path into another folder that does not exist is left to :func:`load_yaml` (file not found)."""
+    path = Path(cfg)
+    if path.exists():
+        return path
+    parent = path.parent.as_posix()
+    if parent not in (".", "cfg") or path.suffix not in ("", ".yaml", ".yml"):
+        return path
+    stem = path.stem if path.suffix else path.name
+    shipped = {p.stem: p for p in shipped_cfgs()}
+    if stem in shipped:
+        return shipped[stem]
+    close = difflib.get_close_matches(stem, list(shipped), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+    raise ConfigError(f"unknown model {str(cfg)!r} (no such file, no shipped cfg of that name){hint} "
+                      "(zoo list shows the shipped cfgs)")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    path = find_cfg(path)
     if not path.exists():
         raise ConfigError("file not found; give a path to a model YAML (see `zoo list` for the shipped cfgs)", file=str(path))
     try:
@@ -212,7 +248,7 @@ def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, 
         data, base_dir = copy.deepcopy(dict(cfg)), None
         name = Path(source).stem if source != "<dict>" else "model"
     else:
-        path = Path(cfg)
+        path = find_cfg(cfg)  # a path, or a shipped cfg's name
         data, source, base_dir, name = load_yaml(path), str(path), path.resolve().parent, path.stem
 
     if not isinstance(data, dict):

@@ -46,5 +46,9 @@ class DataError(ZooError):
     """A dataset is missing, empty or malformed beyond what can be skipped."""
 
 
+class TrainSetupError(ZooError):
+    """A training / validation option cannot be honoured (device, freeze pattern, resume target, a bad value)."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; ``str()`` says where it stopped and how to resume."""

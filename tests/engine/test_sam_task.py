@@ -12,7 +12,7 @@ import torch
 import zoo.nn  # noqa: F401
 from zoo.commands.train import add_arguments
 from zoo.engine.losses.sam import SamLoss, dice_loss_per_mask, focal_loss_per_mask
-from zoo.engine.setup import freeze
+from zoo.engine.train_options import freeze
 from zoo.engine.tasks.sam import SamTask, box_from_mask, image_embedding, interior_point
 from zoo.engine.trainer import Trainer
 from zoo.model import Model

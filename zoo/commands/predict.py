@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zoo.commands.predict_sam import add_prompt_arguments, predict_sam
+from zoo.commands.predict_args import add_arguments  # re-exported; the CLI reads it from predict_args
+from zoo.commands.predict_sam import predict_sam
 from zoo.data.normalise import InputNormaliser
 from zoo.data.sources import list_images
 from zoo.data.transforms import center_crop_resize, letterbox
@@ -39,19 +40,6 @@ IMAGE_TASKS = ("detect", "classify")
 
 class PredictError(ZooError):
     """A prediction request that cannot be served (no prompts for SAM, unknown head, ...)."""
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt) or model YAML")
-    p.add_argument("--source", required=True, help="an image or a folder of images")
-    p.add_argument("--weights", help="load these weights into the model first")
-    p.add_argument("--scale", help="scale key when building from a YAML cfg")
-    p.add_argument("--imgsz", type=int, help="model input size (default: training size / cfg / 320 or 224)")
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold for drawn detections")
-    p.add_argument("--max-det", type=int, default=100)
-    p.add_argument("--out", default="runs/predict", help="folder for the overlay images")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or a GPU id")
-    add_prompt_arguments(p)
 
 
 def _checkpoint_info(path: str) -> dict[str, Any]:

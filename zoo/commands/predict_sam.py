@@ -12,54 +12,17 @@ drawn; otherwise the single-mask output is used.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from zoo.commands.predict_args import add_prompt_arguments, parse_box, parse_point  # re-exported
 from zoo.engine.plotting import overlay_masks
 from zoo.sam_predictor import SamPredictor
 
 __all__ = ["predict_sam", "parse_point", "parse_box", "add_prompt_arguments"]
-
-
-def parse_point(text: str) -> tuple[float, float, int]:
-    """``"x,y"`` or ``"x,y,label"`` -> ``(x, y, label)``; label defaults to 1 (foreground).
-
-    Raises ``argparse.ArgumentTypeError`` so argparse prints a one-line usage error.
-    """
-    parts = text.split(",")
-    try:
-        if len(parts) not in (2, 3):
-            raise ValueError
-        x, y = float(parts[0]), float(parts[1])
-        label = int(parts[2]) if len(parts) == 3 else 1
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"point {text!r} must be x,y or x,y,label (label 1 or 0)") from None
-    if label not in (0, 1):
-        raise argparse.ArgumentTypeError(f"point {text!r}: label must be 1 (foreground) or 0 (background)")
-    return x, y, label
-
-
-def parse_box(text: str) -> tuple[float, float, float, float]:
-    """``"x1,y1,x2,y2"`` -> a box; raises ``argparse.ArgumentTypeError`` when malformed."""
-    try:
-        x1, y1, x2, y2 = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"box {text!r} must be x1,y1,x2,y2") from None
-    if x2 <= x1 or y2 <= y1:
-        raise argparse.ArgumentTypeError(f"box {text!r} needs x2 > x1 and y2 > y1")
-    return x1, y1, x2, y2
-
-
-def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--points x,y[,label] ...`` and ``--box x1,y1,x2,y2`` (repeatable) for ``zoo predict``."""
-    parser.add_argument("--points", nargs="+", type=parse_point, default=[], metavar="X,Y[,LABEL]",
-                        help="SAM point prompts in image pixels; label 1 foreground (default) or 0 background")
-    parser.add_argument("--box", action="append", type=parse_box, default=[], metavar="X1,Y1,X2,Y2",
-                        help="SAM box prompt in image pixels (repeat for one mask per box)")
 
 
 def predict_sam(model: Any, source: Path, points: list[tuple[float, float, int]],

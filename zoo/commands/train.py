@@ -9,7 +9,9 @@ import argparse
 from pathlib import Path
 
 from zoo.engine import ddp
-from zoo.engine.setup import TrainSetupError
+from zoo.errors import TrainSetupError
+from zoo.engine.train_options import (BAD_KEY_VALUE, check_numbers, document_defaults, install_key_value,
+                                      unknown_key_message)
 
 __all__ = ["add_arguments", "run", "reconstruct_argv"]
 
@@ -18,16 +20,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("cfg", nargs="?", help="model YAML, or a checkpoint that carries its config (not needed with --resume)")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="data.yaml (YOLO or COCO layout), COCO .json, ImageFolder dir, or "
-                                  "'shapes[:key=value,...]' (default: the embedded shapes dataset)")
-    g.add_argument("--imgsz", type=int, help="square input size (default: the cfg's imgsz, else 320 / 224)")
-    g.add_argument("--batch", type=int, default=16, help="total batch size over all processes")
+                                  "'shapes[:key=value,...]'")
+    g.add_argument("--imgsz", type=int, help="square input size, rounded up to a multiple of the model's stride")
+    g.add_argument("--batch", type=int, help="total batch size over all processes")
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank")
-    g.add_argument("--fliplr", type=float, default=0.5)
-    g.add_argument("--flipud", type=float, default=0.0)
+    g.add_argument("--fliplr", type=float, default=0.5, help="probability of a horizontal flip")
+    g.add_argument("--flipud", type=float, default=0.0, help="probability of a vertical flip")
     g.add_argument("--scale-aug", type=float, default=0.3, help="random zoom range (+/-) for detection")
-    g.add_argument("--hsv-h", type=float, default=0.015)
-    g.add_argument("--hsv-s", type=float, default=0.7)
-    g.add_argument("--hsv-v", type=float, default=0.4)
+    g.add_argument("--hsv-h", type=float, default=0.015, help="random hue shift (fraction of the hue circle)")
+    g.add_argument("--hsv-s", type=float, default=0.7, help="random saturation gain range")
+    g.add_argument("--hsv-v", type=float, default=0.4, help="random brightness (value) gain range")
 
     g = p.add_argument_group("model")
     g.add_argument("--scale", help="scale key of the cfg (n/s/m/...)")
@@ -46,24 +48,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="relative frequency of box / single-point / multi-point prompts in training")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--optimizer", default="AdamW", choices=("AdamW", "Adam", "SGD"))
+    g.add_argument("--epochs", type=int, help="passes over the training set")
+    g.add_argument("--optimizer", default="AdamW", choices=("AdamW", "Adam", "SGD"), help="optimizer")
     g.add_argument("--lr", type=float, help="base learning rate (default 0.001 AdamW / 0.01 SGD)")
     g.add_argument("--lrf", type=float, default=0.01, help="final lr as a fraction of --lr")
-    g.add_argument("--schedule", default="cosine", choices=("cosine", "linear"))
+    g.add_argument("--schedule", default="cosine", choices=("cosine", "linear"), help="learning-rate decay after warm-up")
     g.add_argument("--momentum", type=float, default=0.937, help="SGD momentum / Adam beta1")
-    g.add_argument("--weight-decay", type=float, help="default 0.0005 SGD / 0.01 AdamW")
-    g.add_argument("--warmup-epochs", type=float, default=1.0)
+    g.add_argument("--weight-decay", type=float, help="weight decay (default 0.0005 SGD / 0.01 AdamW)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="epochs of linear learning-rate warm-up")
     g.add_argument("--warmup-bias-lr", type=float, help="bias lr at the start of warm-up (default 0.1 SGD / 0 Adam)")
     g.add_argument("--lr-scale", action="append", default=[], metavar="KEY=FACTOR",
                    help="per-part learning-rate factor, e.g. image_encoder=0.1 or 0-9=0.5 (repeatable)")
     g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="EMA of weights")
-    g.add_argument("--ema-decay", type=float, default=0.9999)
+    g.add_argument("--ema-decay", type=float, default=0.9999, help="EMA decay (ramped up over the first updates)")
     g.add_argument("--clip-grad", type=float, default=10.0, help="max gradient norm (0: off)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     g.add_argument("--channels-last", action="store_true",
                    help="train with channels-last (NHWC) weights and activations (faster conv kernels on CPU)")
-    g.add_argument("--label-smoothing", type=float, default=0.1, help="classification")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the classification loss")
     g.add_argument("--box", type=float, default=7.5, help="YOLO box (CIoU) loss gain")
     g.add_argument("--cls", type=float, default=0.5, help="YOLO classification loss gain")
     g.add_argument("--dfl", type=float, default=1.5, help="YOLO distribution focal loss gain")
@@ -72,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="", help="cpu, cuda, 0 or 0,1 (several ids: DDP); default: CUDA if present")
     g.add_argument("--nproc", type=int, default=1, help="DDP processes on CPU (gloo)")
     g.add_argument("--find-unused-parameters", action="store_true", help="DDP option for heads with unused branches")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, augmentation)")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     g.add_argument("--project", help="parent folder of runs (default runs/<task>)")
     g.add_argument("--name", default="train", help="run folder name (numbered if taken)")
@@ -81,9 +83,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run from its weights/last.pt (default: the newest under runs/)")
     g.add_argument("--val", action=argparse.BooleanOptionalAction, default=True, help="validate every epoch")
     g.add_argument("--conf", type=float, default=0.001, help="score threshold for mAP")
-    g.add_argument("--max-det", type=int, default=300)
-    g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--max-det", type=int, default=300, help="most detections per image in validation")
+    g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="write results.png, train_batch.jpg and val_predictions.jpg")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
+    p.epilog = ("Options may also be given Ultralytics-style as key=value (epochs=3 imgsz=320 model=cfg/yolov10n.yaml). "
+                "Unset --imgsz/--batch/--epochs (and the shapes set's size without --data) follow the device: "
+                "on CUDA 2000 shapes images, the cfg's imgsz, batch 16, 10 epochs; on CPU a run of minutes.")
+    document_defaults(p, {"imgsz": "CUDA: the cfg's imgsz, else 320 / 224 / 256 (SAM); CPU: 160 detect, 96 classify, "
+                                   "the cfg's for SAM",
+                          "batch": "CUDA 16; CPU 8 detect, 16 classify, 4 SAM",
+                          "epochs": "CUDA 10; CPU 3 (2 for SAM)",
+                          "data": "shapes; on CPU with 256 train images (48 for SAM)"})
+    install_key_value(p)
 
 
 def reconstruct_argv(args: argparse.Namespace) -> list[str]:
@@ -130,6 +142,16 @@ def _latest_last_pt() -> Path:
 def run(args: argparse.Namespace) -> int:
     from zoo.engine.trainer import Trainer
 
+    bad = getattr(args, BAD_KEY_VALUE, None)
+    if hasattr(args, BAD_KEY_VALUE):
+        delattr(args, BAD_KEY_VALUE)
+    if bad:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        raise TrainSetupError(unknown_key_message([a.dest for a in parser._actions], bad))
+    problems = check_numbers(args)
+    if problems:
+        raise TrainSetupError("; ".join(problems))
     if args.resume == "latest":
         args.resume = str(_latest_last_pt())
     if not args.cfg and not args.resume:

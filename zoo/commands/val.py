@@ -9,8 +9,7 @@ import argparse
 import math
 import time
 
-from zoo.data.dataset import build_dataloader
-from zoo.engine.setup import build_for_task, select_device
+# zoo.data / zoo.engine (torch) are imported inside run: `zoo val --help` needs only add_arguments
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,6 +41,9 @@ def _training_args(path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoo.data.dataset import build_dataloader
+    from zoo.engine.setup import build_for_task, select_device
+
     trained = _training_args(args.cfg)
     if args.data is None and trained.get("data"):
         args.data = trained["data"]

@@ -81,6 +81,17 @@ def _parse_shapes(text: str, task: str, imgsz: int) -> DataSpec:
         # Classification crops are cut from bigger images so that small objects still fill a crop.
         size = imgsz if task != "classify" else min(max(2 * imgsz, 64), 512)
         options["size"] = str(size)
+    for key, value in options.items():  # name the option whose value does not parse
+        try:
+            ShapesConfig.from_options({key: value})
+        except (TypeError, ValueError) as exc:
+            if "unknown option" in str(exc):
+                raise DataError(f"data '{text}': {exc}") from None
+            kind = {"int": "an integer", "float": "a number"}.get(type(getattr(ShapesConfig(), key, "")).__name__,
+                                                                  "a value")
+            kind = "numbers such as 192 or 192x128" if key == "size" else kind
+            raise DataError(f"data '{text}': {key}={value} is not valid; {key} takes {kind} "
+                            f"(e.g. shapes:n_train=500,size=192)") from None
     try:
         cfg = ShapesConfig.from_options(options)
     except (TypeError, ValueError) as exc:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from zoo.engine.ddp import DistInfo, cuda_device_ids
 from zoo.engine.tasks.base import task_class
@@ -14,14 +13,13 @@ from zoo.builder import head_task
 from zoo.checkpoint import read_checkpoint
 from zoo.config import resolve_spec
 from zoo.data.spec import resolve_data
-from zoo.errors import ZooError
+from zoo.engine.train_options import apply_freeze
+from zoo.errors import TrainSetupError
 from zoo.model import Model, checkpoint_config
 
-__all__ = ["TrainSetupError", "select_device", "build_for_task", "freeze", "plain_args"]
+__all__ = ["TrainSetupError", "select_device", "build_for_task", "plain_args"]
 
 
-class TrainSetupError(ZooError):
-    """A training / validation option cannot be honoured (device, freeze pattern, resume target...)."""
 
 
 def select_device(spec: str | None, info: DistInfo = DistInfo()) -> torch.device:
@@ -65,15 +63,6 @@ def plain_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def freeze(model: nn.Module, prefixes: list[str]) -> int:
-    """Stop gradients for parameters whose names start with any prefix; returns how many were frozen."""
-    frozen = 0
-    for name, p in model.named_parameters():
-        if any(name.startswith(pre) for pre in prefixes):
-            p.requires_grad_(False)
-            frozen += 1
-    return frozen
-
 
 def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weights: bool = True):
     """One pass, each step once: read the config (a YAML, or the one a checkpoint carries), find its
@@ -115,12 +104,5 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weigh
             print(f"warning: only {len(report.loaded)} of {len(report.loaded) + report.unfit} tensors of "
                   f"{args.weights} fit the model; the rest train from random initial values")
     task = task_cls(args, model, data)
-    patterns = list(getattr(args, "freeze", None) or [])
-    if patterns:
-        prefixes = [p for key in patterns for p in task.parameter_prefixes(model, key)]
-        n = freeze(model, prefixes)
-        if n == 0:
-            raise TrainSetupError(f"--freeze {' '.join(patterns)} matches no parameter")
-        if verbose:
-            print(f"froze {n} parameter tensors ({', '.join(patterns)})")
+    apply_freeze(args, model, task, verbose=verbose)
     return model, task, imgsz

@@ -8,12 +8,12 @@ comes from a :class:`zoo.engine.tasks.base.Task` chosen by the model's head.
 Run folder (``runs/<task>/<name>``, numbered ``name2``, ``name3``... unless ``exist_ok``)::
 
     args.yaml  results.csv  results.png  train_batch.jpg  val_predictions.jpg
-    weights/last.pt  weights/best.pt      (layout: zoo.engine.training_checkpoint)
+    weights/last.pt  weights/best.pt      (layout: zoo.engine.training_checkpoint; once the run ends
+                                          both lose the resume-only state: zoo.engine.train_outputs)
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import random
 import time
@@ -29,12 +29,14 @@ from tqdm import tqdm
 
 from zoo.data.dataset import build_dataloader
 from zoo.engine import ddp
-from zoo.engine.training_checkpoint import atomic_save, capture_rng, load_training_checkpoint, restore_rng, stamp
+from zoo.engine.training_checkpoint import atomic_save, load_training_checkpoint, restore_rng
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer
-from zoo.engine.plotting import draw_boxes, plot_results, save_grid
 from zoo.engine.run_folder import RunLock, claim_run_folder, remove_stale_temporaries, trim_results
 from zoo.engine.setup import build_for_task, plain_args, select_device
+from zoo.errors import TrainSetupError
+from zoo.engine.train_options import check_lr_scale, resolve_sizes
+from zoo.engine.train_outputs import EtaProbe, full_checkpoint, log_epoch, plot_train_batch, strip_checkpoint
 from zoo.errors import TrainingInterrupted
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
@@ -87,6 +89,11 @@ class Trainer:
         seed_everything(int(args.seed), bool(getattr(args, "deterministic", False)))
 
         self.model, self.task, self.imgsz = build_for_task(args, verbose=self.info.main)
+        self.size_note = ""
+        if self.resume_ckpt is None:
+            self.imgsz, self.size_note = resolve_sizes(args, self.model, self.task, self.imgsz,
+                                                       self.device.type == "cuda", verbose=self.info.main)
+        check_lr_scale(args, self.model, self.task)
         self.names: list[str] = list(self.task.names)
         if self.resume_ckpt is not None:
             self.save_dir = Path(args.resume).resolve().parent.parent
@@ -189,6 +196,12 @@ class Trainer:
         return scales
 
     def _load_resume_state(self, ckpt: dict[str, Any]) -> None:
+        if "train_state" not in ckpt:  # stripped when its run ended: there is nothing left to resume
+            if int(ckpt["epoch"]) + 1 < int(self.args.epochs):
+                raise TrainSetupError(f"{self.args.resume} holds weights only (no optimizer state); "
+                                      f"start a new run with --weights {self.args.resume}")
+            self.epoch, self.best_fitness = int(ckpt["epoch"]) + 1, float(ckpt.get("best_fitness", -math.inf))
+            return
         self.model.load_state_dict(ckpt["train_state"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.ema.load_state_dict(ckpt["model_state"])
@@ -223,13 +236,15 @@ class Trainer:
         args, info = self.args, self.info
         epochs = int(args.epochs)
         if self.resume_ckpt is not None:
-            restore_rng(self.resume_ckpt["rng"])  # last: building the pieces above drew random numbers
+            if "rng" in self.resume_ckpt:  # last: building the pieces above drew random numbers
+                restore_rng(self.resume_ckpt["rng"])
             if self.epoch >= epochs:
                 return TrainResult("done", self.save_dir, epochs, self.best_fitness, self.metrics,
                                    f"{self.save_dir} already finished its {epochs} epochs: nothing to resume "
                                    f"(to train longer, start a new run with --weights {self.weights_dir / 'last.pt'})")
         if info.main:
             print(self._banner())
+            self.eta = EtaProbe(self.size_note, self.batches_per_epoch, epochs - self.epoch)
         self._run_callbacks("on_train_start")
         scan_skipped = self.train_set.source.problems.total
         while self.epoch < epochs:
@@ -243,7 +258,7 @@ class Trainer:
                 is_best = fitness > self.best_fitness
                 self.best_fitness = max(self.best_fitness, fitness)
                 elapsed = time.time() - t0
-                self._log_epoch(means, self.metrics, elapsed, skipped + scan_skipped)
+                log_epoch(self, means, self.metrics, elapsed, skipped + scan_skipped)
                 self._save(is_best)
                 if info.distributed:
                     print(ddp.check_replicas(self.model))
@@ -254,6 +269,7 @@ class Trainer:
             self.epoch += 1
         if info.main:
             self._final_outputs()
+            self._strip_weights()
             self._run_callbacks("on_train_end")
         return TrainResult("done", self.save_dir, epochs, self.best_fitness, self.metrics,
                            f"{epochs} epochs done; results in {self.save_dir}")
@@ -272,7 +288,7 @@ class Trainer:
             lr = self.schedule.apply(self.optimizer, step)
             skipped += int(batch.get("bad", 0))
             if self.epoch == 0 and i == 0 and info.main and getattr(args, "plots", True):
-                self._plot_train_batch(batch)
+                plot_train_batch(self, batch)
             batch = self.task.preprocess(batch, self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
                 preds = self.train_model(batch["img"], **self.task.train_inputs(batch))
@@ -295,6 +311,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
             self.lr = lr
             if info.main:
+                self.eta.step(i)
                 bar.set_postfix_str(" ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items()) + f" lr {lr:.2e}")
         n = max(1, self.batches_per_epoch)
         if info.distributed and sums:  # report the mean over all ranks, not rank 0's share
@@ -331,75 +348,14 @@ class Trainer:
                 f"({len(self.train_set)} train images, {len(self.names)} classes), imgsz {self.imgsz}, "
                 f"batch {self.args.batch}, {self.args.epochs} epochs -> {self.save_dir}")
 
-    def _log_epoch(self, losses: dict[str, float], metrics: dict[str, float], elapsed: float, skipped: int) -> None:
-        row: dict[str, Any] = {"epoch": self.epoch + 1, "time": round(elapsed, 2), "lr": getattr(self, "lr", 0.0)}
-        row.update({f"train/{k}": v for k, v in losses.items()})
-        row.update(metrics)
-        row["skipped"] = skipped
-        new_file = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
-        with open(self.csv_path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        parts = [f"epoch {self.epoch + 1}/{self.args.epochs}"]
-        parts.append(" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-        shown = {k: v for k, v in metrics.items() if not k.startswith("val/")}
-        if shown:
-            parts.append(" ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-        parts.append(f"lr {row['lr']:.3g}  {elapsed:.1f}s")
-        if skipped:
-            parts.append(f"skipped {skipped} ({self.train_set.source.problems.summary() or 'unreadable images'})")
-        print("  ".join(parts), flush=True)
-        if getattr(self.args, "plots", True):
-            try:
-                plot_results(self.csv_path, self.save_dir / "results.png")
-            except Exception as exc:  # a plot must never stop training
-                print(f"warning: results.png not written ({type(exc).__name__}: {exc})")
-
     def checkpoint(self) -> dict[str, Any]:
-        model = self.model
-        return {
-            **stamp(),
-            "model_state": {k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()},
-            "yaml": dict(model.yaml),
-            "scale": model.scale,
-            "name": getattr(model, "name", None),
-            "task": self.task.name,
-            "names": list(self.names),
-            "plugins": list(getattr(model, "plugins", ()) or ()),
-            "epoch": self.epoch,
-            "epochs": int(self.args.epochs),
-            "best_fitness": float(self.best_fitness),
-            "metrics": {k: float(v) for k, v in self.metrics.items()},
-            "args": plain_args(self.args),
-            "train_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "ema": None if self.ema is None else {"updates": self.ema.updates, "decay": self.ema.decay,
-                                                  "tau": self.ema.tau},
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": {"step": (self.epoch + 1) * self.batches_per_epoch},
-            "scaler": self.scaler.state_dict() if self.amp else None,
-            "rng": capture_rng(),
-        }
+        return full_checkpoint(self)
 
     def _save(self, is_best: bool) -> None:
         ckpt = self.checkpoint()
         atomic_save(ckpt, self.weights_dir / "last.pt")
         if is_best:
             atomic_save(ckpt, self.weights_dir / "best.pt")
-
-    def _plot_train_batch(self, batch: dict) -> None:
-        try:
-            images = []
-            for i in range(min(len(batch["img"]), 8)):
-                img = batch["img"][i].permute(1, 2, 0).numpy()
-                if "boxes" in batch:
-                    sel = batch["batch_idx"] == i
-                    img = draw_boxes(img, batch["boxes"][sel].numpy(), batch["cls"][sel].numpy(), self.names)
-                images.append(img)
-            save_grid(images, self.save_dir / "train_batch.jpg")
-        except Exception as exc:
-            print(f"warning: train_batch.jpg not written ({type(exc).__name__}: {exc})")
 
     def _final_outputs(self) -> None:
         if not getattr(self.args, "plots", True) or self.val_loader is None:
@@ -411,6 +367,14 @@ class Trainer:
         batch = next(iter(self.val_loader))
         path = self.task.plot_predictions(model, batch, self.save_dir / "val_predictions.jpg")
         print(f"prediction images: {path}")
+
+    def _strip_weights(self) -> None:
+        """The run is over: best.pt and last.pt keep what using the weights needs, not optimizer state."""
+        sizes = [strip_checkpoint(self.weights_dir / n) for n in ("best.pt", "last.pt")]
+        shown = [f"{n} {b / 1e6:.1f} -> {a / 1e6:.1f} MB" for n, s in zip(("best.pt", "last.pt"), sizes)
+                 if s is not None for b, a in [s] if b != a]
+        if shown:
+            print("stripped optimizer state from " + ", ".join(shown))
 
     def _run_callbacks(self, event: str) -> None:
         for fn in self.callbacks.get(event, []):

@@ -1,0 +1,148 @@
+"""What a training run writes besides its weights' bytes: checkpoint contents (full while the run can
+resume, stripped once it ends), results.csv rows and the epoch line, the first-batch image, the ETA line."""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from zoo.engine.plotting import draw_boxes, plot_results, save_grid
+from zoo.engine.setup import plain_args
+from zoo.engine.training_checkpoint import atomic_save, capture_rng, stamp
+
+if TYPE_CHECKING:
+    from zoo.engine.trainer import Trainer
+
+__all__ = ["full_checkpoint", "strip_checkpoint", "RESUME_ONLY", "log_epoch", "plot_train_batch", "EtaProbe"]
+
+# what only resuming needs: dropped from best.pt and last.pt when the run ends (as Ultralytics does)
+RESUME_ONLY = ("train_state", "optimizer", "schedule", "scaler", "rng")
+
+
+def full_checkpoint(t: "Trainer") -> dict[str, Any]:
+    """Everything an exact resume needs (layout: zoo.engine.training_checkpoint)."""
+    model = t.model
+    return {
+        **stamp(),
+        "model_state": {k: v.detach().cpu() for k, v in t.eval_model().state_dict().items()},
+        "yaml": dict(model.yaml),
+        "scale": model.scale,
+        "name": getattr(model, "name", None),
+        "task": t.task.name,
+        "names": list(t.names),
+        "plugins": list(getattr(model, "plugins", ()) or ()),
+        "epoch": t.epoch,
+        "epochs": int(t.args.epochs),
+        "best_fitness": float(t.best_fitness),
+        "metrics": {k: float(v) for k, v in t.metrics.items()},
+        "args": plain_args(t.args),
+        "train_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "ema": None if t.ema is None else {"updates": t.ema.updates, "decay": t.ema.decay, "tau": t.ema.tau},
+        "optimizer": t.optimizer.state_dict(),
+        "schedule": {"step": (t.epoch + 1) * t.batches_per_epoch},
+        "scaler": t.scaler.state_dict() if t.amp else None,
+        "rng": capture_rng(),
+    }
+
+
+def strip_checkpoint(path: Path) -> tuple[int, int] | None:
+    """Rewrite a finished run's checkpoint without the resume-only state; returns (bytes before, after)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    before = path.stat().st_size
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not any(k in ckpt for k in RESUME_ONLY):
+        return before, before
+    for key in RESUME_ONLY:
+        ckpt.pop(key, None)
+    ckpt["stripped"] = True  # a finished run: resuming it only says so
+    atomic_save(ckpt, path)
+    return before, path.stat().st_size
+
+
+def log_epoch(t: "Trainer", losses: dict[str, float], metrics: dict[str, float], elapsed: float,
+              skipped: int) -> None:
+    """Append the epoch's row to results.csv, print its line and redraw results.png."""
+    row: dict[str, Any] = {"epoch": t.epoch + 1, "time": round(elapsed, 2), "lr": getattr(t, "lr", 0.0)}
+    row.update({f"train/{k}": v for k, v in losses.items()})
+    row.update(metrics)
+    row["skipped"] = skipped
+    new_file = not t.csv_path.exists() or t.csv_path.stat().st_size == 0
+    with open(t.csv_path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    parts = [f"epoch {t.epoch + 1}/{t.args.epochs}"]
+    parts.append(" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    shown = {k: v for k, v in metrics.items() if not k.startswith("val/")}
+    if shown:
+        parts.append(" ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    parts.append(f"lr {row['lr']:.3g}  {elapsed:.1f}s")
+    if skipped:
+        parts.append(f"skipped {skipped} ({t.train_set.source.problems.summary() or 'unreadable images'})")
+    print("  ".join(parts), flush=True)
+    if getattr(t.args, "plots", True):
+        try:
+            plot_results(t.csv_path, t.save_dir / "results.png")
+        except Exception as exc:  # a plot must never stop training
+            print(f"warning: results.png not written ({type(exc).__name__}: {exc})")
+
+
+def plot_train_batch(t: "Trainer", batch: dict) -> None:
+    try:
+        images = []
+        for i in range(min(len(batch["img"]), 8)):
+            img = batch["img"][i].permute(1, 2, 0).numpy()
+            if "boxes" in batch:
+                sel = batch["batch_idx"] == i
+                img = draw_boxes(img, batch["boxes"][sel].numpy(), batch["cls"][sel].numpy(), t.names)
+            images.append(img)
+        save_grid(images, t.save_dir / "train_batch.jpg")
+    except Exception as exc:
+        print(f"warning: train_batch.jpg not written ({type(exc).__name__}: {exc})")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class EtaProbe:
+    """Times the first steps of this process's first epoch and prints one line: the defaults the
+    device chose (if any) and the estimated time per epoch and in total."""
+
+    STEPS = 3  # timed after the first step (which also pays for worker start-up and first allocations)
+
+    def __init__(self, note: str, batches: int, epochs_left: int) -> None:
+        self.note, self.batches, self.epochs_left = note, batches, epochs_left
+        self.epoch_start = time.perf_counter()
+        self.start = self.epoch_start
+        self.done = False
+
+    def step(self, i: int) -> None:
+        """Call after step ``i`` (0-based) of the first epoch."""
+        if self.done:
+            return
+        now = time.perf_counter()
+        if i == 0:
+            self.start = now
+            if self.batches > 1:
+                return
+        last = min(self.STEPS, self.batches - 1)
+        if self.batches > 1 and i < last:
+            return
+        per_step = (now - self.start) / i if self.batches > 1 else now - self.epoch_start
+        # validation is not timed here: an untrained detector's many low-score boxes make it vary widely
+        epoch = per_step * self.batches
+        eta = (f"ETA for training ~{_duration(epoch)}/epoch, ~{_duration(epoch * self.epochs_left)} for "
+               f"{self.epochs_left} epoch(s), plus validation ({max(1, i)} timed step(s) of {per_step:.2f}s)")
+        print(f"{self.note}; {eta}" if self.note else eta, flush=True)
+        self.done = True
