@@ -9,18 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tiny_cfgs import TINY_CLASSIFY
 from zoo.cli import main
 from zoo.errors import CheckpointError
 from zoo.model import Model
 
-TINY = """\
-nc: 3
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-head:
-  - [-1, 1, Classify, [nc]]
-"""
+TINY = TINY_CLASSIFY.replace("nc: 5", "nc: 3")
 
 
 def _evil_plugin(folder: Path, marker: Path, name: str = "evil.py") -> Path:

@@ -6,19 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tiny_cfgs import TINY_DETECT as BASE_DETECT
 from zoo.cli import main
 
-TINY_DETECT = """\
-nc: 3
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [24, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [[2, 3, 4], 1, v10Detect, [nc]]
-"""
+TINY_DETECT = BASE_DETECT.replace("nc: 5", "nc: 3")
 
 COMMON = ["--imgsz", "64", "--batch", "4", "--workers", "0", "--device", "cpu", "--no-progress"]
 

@@ -10,21 +10,11 @@ import pytest
 import torch
 import yaml
 
+from tiny_cfgs import TINY_DETECT
 from zoo.cli import main
 from zoo.commands.train import add_arguments
 from zoo.engine.train_options import resolve_sizes, rewrite_key_value
 
-TINY_DETECT = """\
-nc: 5
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [24, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [[2, 3, 4], 1, v10Detect, [nc]]
-"""
 FAST = ["--workers", "0", "--device", "cpu", "--no-progress", "--no-plots"]
 DATA = ["--data", "shapes:n_train=4,n_val=2"]
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tiny_cfgs import TINY_DETECT as BASE_DETECT
 from zoo.data.dataset import DetectionDataset
 from zoo.data.sources import CocoSource, YoloSource, list_images
 from zoo.data.spec import resolve_data
@@ -210,17 +211,7 @@ def test_nc_that_disagrees_with_names_is_an_error(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- what the user sees from `zoo train`
 
-TINY_DETECT = """\
-nc: 3
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [24, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [[2, 3, 4], 1, v10Detect, [nc]]
-"""
+TINY_DETECT = BASE_DETECT.replace("nc: 5", "nc: 3")
 TRAIN = ["--epochs", "1", "--no-plots", "--imgsz", "64", "--batch", "4", "--workers", "0", "--device", "cpu",
          "--no-progress"]
 

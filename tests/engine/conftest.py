@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_tiny_cfgs import TINY_CLASSIFY, TINY_DETECT  # noqa: E402
+from tiny_cfgs import TINY_CLASSIFY, TINY_DETECT  # noqa: E402
 
 
 @pytest.fixture

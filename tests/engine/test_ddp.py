@@ -42,7 +42,7 @@ def test_device_ids_and_relaunch_target() -> None:
 
 def test_two_cpu_ranks_keep_identical_weights(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.yaml"
-    from engine_tiny_cfgs import TINY_DETECT
+    from tiny_cfgs import TINY_DETECT
 
     cfg.write_text(TINY_DETECT)
     argv = ["train", str(cfg), "--data", "shapes:n_train=8,n_val=2,max_objects=2", "--imgsz", "64", "--batch", "4",
@@ -74,7 +74,7 @@ def test_user_script_is_relaunched_so_its_modules_exist_in_every_rank(tmp_path: 
         "    from zoo.cli import main\n"
         "    sys.exit(main(sys.argv[1:]))\n"
     )
-    from engine_tiny_cfgs import TINY_DETECT
+    from tiny_cfgs import TINY_DETECT
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_DETECT.replace("[-1, 1, Conv, [16, 3, 2]]   # 1", "[-1, 1, ScriptConv, [16, 3, 2]]   # 1"))

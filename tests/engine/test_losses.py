@@ -158,7 +158,7 @@ def test_classification_loss_label_smoothing() -> None:
 
 
 def test_loss_on_a_real_v10detect_head_reaches_both_branches_and_the_backbone() -> None:
-    from engine_tiny_cfgs import TINY_DETECT
+    from tiny_cfgs import TINY_DETECT
     import yaml
 
     from zoo import Model

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_tiny_cfgs import TINY_DETECT
+from tiny_cfgs import TINY_DETECT
 from zoo.cli import main
 from zoo.engine.training_checkpoint import STALL_ENV
 from zoo.engine.run_folder import claim_run_folder, increment_path, numbered, remove_stale_temporaries, trim_results

@@ -1,4 +1,4 @@
-"""Tiny model configs for the engine tests (a plain module: conftest names collide across folders)."""
+"""Tiny model configs shared by the tests (a plain module: conftest names collide across folders)."""
 
 TINY_DETECT = """\
 # A five-row backbone and the YOLOv10 head: enough to exercise the whole detection pipeline fast.
