@@ -13,7 +13,7 @@ import yaml
 from tiny_cfgs import TINY_DETECT
 from zoo.cli import main
 from zoo.commands.train import add_arguments
-from zoo.engine.train_options import resolve_sizes, rewrite_key_value
+from zoo.engine.train_options import fill_size_defaults, rewrite_key_value
 
 FAST = ["--workers", "0", "--device", "cpu", "--no-progress", "--no-plots"]
 DATA = ["--data", "shapes:n_train=4,n_val=2"]
@@ -89,8 +89,10 @@ def test_defaults_follow_the_device(cfg: Path, capsys: pytest.CaptureFixture) ->
     assert trainer.size_note.startswith("CPU defaults: 256/32 shapes images (train/val), imgsz 160, batch 8, 3 epochs")
 
     args = parser.parse_args([str(cfg), *FAST])  # on CUDA: the full-size defaults, as before
-    model, task, imgsz = build_for_task(args, verbose=False)
-    imgsz, note = resolve_sizes(args, model, task, imgsz, cuda=True)
+    notes: list[str] = []
+    model, task, imgsz = build_for_task(args, verbose=False,
+                                        before_data=lambda name: notes.append(fill_size_defaults(args, name, cuda=True)))
+    note = notes[0]
     assert (args.data, imgsz, args.batch, args.epochs, note) == (None, 320, 16, 10, "")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -13,7 +13,7 @@ from zoo.builder import head_task
 from zoo.checkpoint import read_checkpoint
 from zoo.config import resolve_spec
 from zoo.data.spec import resolve_data
-from zoo.engine.train_options import apply_freeze
+from zoo.engine.train_options import apply_freeze, stride_multiple
 from zoo.errors import TrainSetupError
 from zoo.model import Model, checkpoint_config
 
@@ -64,11 +64,14 @@ def plain_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 
-def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weights: bool = True):
+def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weights: bool = True,
+                   before_data: Callable[[str], None] | None = None):
     """One pass, each step once: read the config (a YAML, or the one a checkpoint carries), find its
     head's task, resolve the data, build the model with the data's class count, load weights (all
     of ``--weights`` unless ``partial_weights``, which training allows for fine-tuning), make the
-    task, apply ``--freeze``.
+    task, apply ``--freeze``. ``before_data(task_name)`` runs once the task is known and before the data
+    is resolved (the trainer fills unset sizes for the device there). ``imgsz`` is rounded up to the
+    model's largest stride; only then, and only if that changes it, is the data resolved a second time.
 
     Returns ``(model, task, imgsz)``.
     """
@@ -82,6 +85,8 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weigh
     scale = getattr(args, "scale", None) or (cfg.get("scale") if isinstance(cfg, dict) else None)
     spec = resolve_spec(cfg, scale=scale)
     task_cls = task_class(head_task(spec, plugins), spec.source)
+    if before_data is not None:
+        before_data(task_cls.name)
     imgsz = int(args.imgsz or spec.cfg.get("imgsz") or task_cls.default_imgsz)
     data = resolve_data(getattr(args, "data", None), task_cls.name, imgsz)
     nc = len(data.names) if spec.nc is not None and data.names and spec.nc != len(data.names) else None
@@ -94,6 +99,10 @@ def build_for_task(args: argparse.Namespace, verbose: bool = True, partial_weigh
         model = Model.from_checkpoint(ckpt, plugins, trust, **({"nc": nc} if nc else {}))
     else:
         model = Model(cfg, scale=scale, nc=nc, plugins=plugins)
+    rounded = stride_multiple(imgsz, model, verbose)
+    if rounded != imgsz:
+        imgsz = rounded
+        data = resolve_data(getattr(args, "data", None), task_cls.name, imgsz)  # shapes render at this size
     if data.names:
         model.names = dict(enumerate(data.names))
     if getattr(args, "weights", None):

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from zoo.errors import TrainSetupError
 
 __all__ = ["install_key_value", "document_defaults", "rewrite_key_value", "SizeDefaults", "size_defaults",
-           "check_numbers", "round_imgsz", "valid_prefixes", "resolve_sizes", "freeze", "apply_freeze", "BAD_KEY_VALUE"]
+           "check_numbers", "round_imgsz", "valid_prefixes", "fill_size_defaults", "stride_multiple", "freeze", "apply_freeze", "BAD_KEY_VALUE"]
 
 BAD_KEY_VALUE = "bad_key_value"  # dest holding key=value tokens whose key names no option
 _KEY_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=(.*)$", re.S)
@@ -201,7 +201,7 @@ def valid_prefixes(model: Any, task: Any) -> str:
     return "; ".join(parts)
 
 
-def _max_stride(model: Any) -> int:
+def max_stride(model: Any) -> int:
     stride = getattr(model, "stride", None)
     try:
         return max(1, int(max(float(s) for s in stride.flatten().tolist())))
@@ -209,42 +209,34 @@ def _max_stride(model: Any) -> int:
         return 1
 
 
-def resolve_sizes(args: argparse.Namespace, model: Any, task: Any, imgsz: int, cuda: bool,
-                  verbose: bool = True) -> tuple[int, str]:
-    """Fill the size options left unset for this device and round ``imgsz`` up to the model's largest
-    stride. Returns the input size and a note on the CPU defaults used ("" when none were)."""
-    d = size_defaults(task.name, cuda)
+def fill_size_defaults(args: argparse.Namespace, task: str, cuda: bool) -> str:
+    """Fill the size options left unset for this device and task, before the data is resolved (the
+    shapes set renders at the input size). Returns a note on the CPU defaults used ("" when none were)."""
+    d = size_defaults(task, cuda)
     used: list[str] = []
-    stride = _max_stride(model)
-    if getattr(args, "imgsz", None) is not None:
-        rounded = round_imgsz(int(args.imgsz), stride)
-        if rounded != int(args.imgsz) and verbose:
-            print(f"warning: --imgsz {args.imgsz} is not a multiple of the model's largest stride {stride}; "
-                  f"using {rounded}")
-        imgsz_new = rounded
-    elif d.imgsz is not None:
-        imgsz_new, _ = round_imgsz(d.imgsz, stride), used.append("imgsz")
-    else:
-        imgsz_new = round_imgsz(int(imgsz), stride)
-    args.imgsz = imgsz_new
+    if getattr(args, "imgsz", None) is None and d.imgsz is not None:
+        args.imgsz = d.imgsz
+        used.append("imgsz")
     for name, value in (("batch", d.batch), ("epochs", d.epochs)):
         if getattr(args, name, None) is None:
             setattr(args, name, value)
             used.append(name)
-    data_changed = False
     if getattr(args, "data", None) is None and d.n_train:
         args.data = f"shapes:n_train={d.n_train},n_val={d.n_val}"
-        data_changed = True
         used.append("data")
-    shapes = str(args.data or "shapes").split(":", 1)[0] == "shapes"
-    if shapes and (data_changed or imgsz_new != imgsz):
-        task.setup_data(imgsz_new)  # the shapes set renders at the input size
-    note = ""
-    if used and not cuda:
-        cuda_d = CUDA_DEFAULTS
-        note = (f"CPU defaults: {d.describe(imgsz_new, used)} (on CUDA: 2000 shapes images, the cfg's imgsz, "
-                f"batch {cuda_d.batch}, {cuda_d.epochs} epochs; set --data/--imgsz/--batch/--epochs to choose)")
-    return imgsz_new, note
+    if not used or cuda:
+        return ""
+    return (f"CPU defaults: {d.describe(args.imgsz, used)} (on CUDA: 2000 shapes images, the cfg's imgsz, "
+            f"batch {CUDA_DEFAULTS.batch}, {CUDA_DEFAULTS.epochs} epochs; set --data/--imgsz/--batch/--epochs to choose)")
+
+
+def stride_multiple(imgsz: int, model: Any, verbose: bool = True) -> int:
+    """``imgsz`` rounded up to the model's largest stride, with a one-line warning when it changes."""
+    stride = max_stride(model)
+    rounded = round_imgsz(int(imgsz), stride)
+    if rounded != int(imgsz) and verbose:
+        print(f"warning: --imgsz {imgsz} is not a multiple of the model's largest stride {stride}; using {rounded}")
+    return rounded
 
 
 def freeze(model: Any, prefixes: list[str]) -> int:

@@ -35,7 +35,7 @@ from zoo.engine.optim import LRSchedule, build_optimizer
 from zoo.engine.run_folder import RunLock, claim_run_folder, remove_stale_temporaries, trim_results
 from zoo.engine.setup import build_for_task, plain_args, select_device
 from zoo.errors import TrainSetupError
-from zoo.engine.train_options import check_lr_scale, resolve_sizes
+from zoo.engine.train_options import check_lr_scale, fill_size_defaults
 from zoo.engine.train_outputs import EtaProbe, full_checkpoint, log_epoch, plot_train_batch, strip_checkpoint
 from zoo.errors import TrainingInterrupted
 
@@ -88,11 +88,14 @@ class Trainer:
         # Every rank uses the same seed: identical initial weights (DDP also broadcasts rank 0's).
         seed_everything(int(args.seed), bool(getattr(args, "deterministic", False)))
 
-        self.model, self.task, self.imgsz = build_for_task(args, verbose=self.info.main)
         self.size_note = ""
-        if self.resume_ckpt is None:
-            self.imgsz, self.size_note = resolve_sizes(args, self.model, self.task, self.imgsz,
-                                                       self.device.type == "cuda", verbose=self.info.main)
+
+        def sizes(task: str) -> None:  # unset sizes follow the device; a resumed run keeps its own
+            if self.resume_ckpt is None:
+                self.size_note = fill_size_defaults(args, task, self.device.type == "cuda")
+
+        self.model, self.task, self.imgsz = build_for_task(args, verbose=self.info.main, before_data=sizes)
+        args.imgsz = self.imgsz
         check_lr_scale(args, self.model, self.task)
         self.names: list[str] = list(self.task.names)
         if self.resume_ckpt is not None:
