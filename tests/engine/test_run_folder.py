@@ -95,7 +95,7 @@ def test_second_run_on_a_locked_folder_fails_and_ctrl_c_prints_one_line(tmp_path
     assert proc.returncode == 130
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    assert "interrupted in epoch 2; resume with: zoo train --resume" in lines[0] and "c1/weights/last.pt" in lines[0]
+    assert "interrupted in epoch 2 after step 2/2; resume with: zoo train --resume" in lines[0] and "c1/weights/last.pt" in lines[0]
     assert not list((tmp_path / "runs" / "c1" / "weights").glob("*.tmp"))  # the interrupted write cleaned up
 
 

@@ -137,3 +137,39 @@ def test_channels_last_training_matches_default_layout(tiny_detect_cfg: Path, tm
 
     model = Model.from_checkpoint(last.save_dir / "weights" / "last.pt")  # loads into the default layout
     assert model.load(last.save_dir / "weights" / "last.pt", verbose=False).ok
+
+
+def test_stop_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tiny_detect_cfg: Path, tmp_path: Path) -> None:
+    from zoo.errors import TrainingInterrupted
+
+    common = ("--epochs", "2", "--no-plots", "--lr", "0.01")  # 8 images, batch 4: two steps an epoch
+    straight = Trainer(_args(tiny_detect_cfg, tmp_path, *common, "--name", "straight")).train()
+    steps = 0
+
+    def signal_during_step_3(trainer: Trainer) -> None:  # what the SIGINT handler does mid-step
+        real = trainer.loss_fn.forward
+
+        def counting(preds, batch):
+            nonlocal steps
+            if trainer.stops.between_steps:
+                steps += 1
+                if steps == 3:
+                    trainer.stops.requested = "SIGINT"
+            return real(preds, batch)
+
+        trainer.loss_fn.forward = counting
+
+    cut = Trainer(_args(tiny_detect_cfg, tmp_path, *common, "--name", "cut"),
+                  callbacks={"on_train_start": [signal_during_step_3]})
+    with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2 after step 1/2; resume with: zoo train"):
+        cut.train()
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 0 and saved["partial"]["step"] == 1 and "train_state" in saved
+    Trainer(_args(tiny_detect_cfg, tmp_path, "--resume", str(last))).train()
+    a = torch.load(straight.save_dir / "weights" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert b["epoch"] == 1 and a["ema"]["updates"] == b["ema"]["updates"]
+    for name, tensor in a["model_state"].items():
+        assert torch.equal(tensor, b["model_state"][name]), name
+    assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "cut" / "results.csv"))] == ["1", "2"]

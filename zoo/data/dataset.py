@@ -111,22 +111,25 @@ class SeededSampler(Sampler):
             raise DataError("the dataset is empty")
         self.n, self.seed, self.shuffle, self.rank, self.world = n, int(seed), shuffle, rank, world
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """``skip``: leave out this rank's first ``skip`` items (an epoch resumed part-way)."""
         self.epoch = int(epoch)
+        self.skip = int(skip)
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.world)
+        return math.ceil(self.n / self.world) - self.skip
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, 0xD47A]).permutation(self.n)
         else:
             order = np.arange(self.n)
-        total = len(self) * self.world
+        total = math.ceil(self.n / self.world) * self.world
         if total > self.n:
             order = np.concatenate([order, order[: total - self.n]])
-        for i in order[self.rank::self.world].tolist():
+        for i in order[self.rank::self.world][self.skip:].tolist():
             # The seed depends on (run seed, epoch, index) only: not on the worker or the rank.
             yield i, int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1, np.uint64)[0])
 

@@ -48,6 +48,16 @@ def full_checkpoint(t: "Trainer") -> dict[str, Any]:
     }
 
 
+def interrupted_checkpoint(t: "Trainer") -> dict[str, Any]:
+    """The state after the last finished step of an epoch that was stopped part-way: ``epoch`` is the
+    last finished epoch, ``partial`` says how far the next one got (steps, loss sums, skipped items)."""
+    ckpt = full_checkpoint(t)
+    ckpt["epoch"] = t.epoch - 1
+    ckpt["partial"] = {"epoch": t.epoch, "step": t.steps_done, "sums": dict(t.epoch_sums),
+                       "skipped": t.epoch_skipped}
+    return ckpt
+
+
 def strip_checkpoint(path: Path) -> tuple[int, int] | None:
     """Rewrite a finished run's checkpoint without the resume-only state; returns (bytes before, after)."""
     path = Path(path)

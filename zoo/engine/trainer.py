@@ -33,10 +33,12 @@ from zoo.engine.training_checkpoint import atomic_save, load_training_checkpoint
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer
 from zoo.engine.run_folder import RunLock, claim_run_folder, remove_stale_temporaries, trim_results
+from zoo.engine.interruption import StopRequests
 from zoo.engine.setup import build_for_task, plain_args, select_device
 from zoo.errors import TrainSetupError
 from zoo.engine.train_options import check_lr_scale, fill_size_defaults
-from zoo.engine.train_outputs import EtaProbe, full_checkpoint, log_epoch, plot_train_batch, strip_checkpoint
+from zoo.engine.train_outputs import (EtaProbe, full_checkpoint, interrupted_checkpoint, log_epoch, plot_train_batch,
+                                      strip_checkpoint)
 from zoo.errors import TrainingInterrupted
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
@@ -105,6 +107,9 @@ class Trainer:
             self.save_dir = project / (args.name or "train")
         self.lock: RunLock | None = None
         self.epoch = 0
+        # progress inside the current epoch (restored from an interrupted checkpoint on resume)
+        self.steps_done, self.epoch_sums, self.epoch_skipped = 0, {}, 0
+        self.stops = StopRequests()
         self.best_fitness = -math.inf
         self.metrics: dict[str, float] = {}
 
@@ -139,8 +144,8 @@ class Trainer:
         later epochs from writing it again: put back the newest weights we have (last.pt)."""
         best = self.weights_dir / "best.pt"
         last = Path(self.args.resume).resolve()
-        if best.exists() or not last.is_file():
-            return
+        if best.exists() or not last.is_file() or self.resume_ckpt.get("partial"):
+            return  # (a part-way checkpoint is no epoch's result: the first finished epoch writes best.pt)
         atomic_save(self.resume_ckpt, best)
         fitness = (self.resume_ckpt.get("metrics") or {}).get(self.task.fitness_key)
         if fitness is not None:  # later epochs must beat what best.pt now holds, not a lost better one
@@ -214,24 +219,34 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"]) + 1
         self.best_fitness = float(ckpt.get("best_fitness", -math.inf))
+        partial = ckpt.get("partial")
+        if partial:  # stopped part-way through this epoch
+            self.steps_done, self.epoch_skipped = int(partial["step"]), int(partial["skipped"])
+            self.epoch_sums = {k: float(v) for k, v in partial["sums"].items()}
         if self.info.main and self.epoch < int(self.args.epochs):
-            print(f"Resuming {self.save_dir} from epoch {self.epoch + 1}/{self.args.epochs}")
+            at = f", step {self.steps_done + 1}" if partial else ""
+            print(f"Resuming {self.save_dir} from epoch {self.epoch + 1}/{self.args.epochs}{at}")
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
         try:
-            return self._train()
+            with self.stops:
+                return self._train()
         except KeyboardInterrupt:
-            raise TrainingInterrupted(self._interrupted_message()) from None
+            raise TrainingInterrupted(self._interrupted()) from None
         finally:
             if self.lock is not None:
                 self.lock.release()
 
-    def _interrupted_message(self) -> str:
+    def _interrupted(self) -> str:
+        """Save where the run stopped (rank 0, after at least one step of this epoch) and say how to go on."""
         last = self.weights_dir / "last.pt"
+        saved = ""
+        if self.info.main and not self.info.distributed and self.steps_done > 0:
+            atomic_save(interrupted_checkpoint(self), last)
+            saved = f" after step {self.steps_done}/{self.batches_per_epoch}"
         if self.info.main and last.is_file():
-            return (f"interrupted in epoch {self.epoch + 1}; resume with: zoo train --resume {last} "
-                    f"(continues after the last finished epoch)")
+            return f"interrupted in epoch {self.epoch + 1}{saved}; resume with: zoo train --resume {last}"
         return f"interrupted in epoch {self.epoch + 1}, before the first checkpoint; nothing to resume"
 
     def _train(self) -> TrainResult:
@@ -270,6 +285,7 @@ class Trainer:
             if info.main:
                 self._run_callbacks("on_epoch_end")
             self.epoch += 1
+            self.steps_done, self.epoch_sums, self.epoch_skipped = 0, {}, 0
         if info.main:
             self._final_outputs()
             self._strip_weights()
@@ -279,14 +295,15 @@ class Trainer:
 
     def _train_epoch(self, epochs: int) -> tuple[dict[str, float], int, str]:
         args, info = self.args, self.info
-        self.train_loader.sampler.set_epoch(self.epoch)
+        # an epoch resumed part-way skips the steps it already took (each sample's seed is fixed)
+        start, sums, skipped = self.steps_done, dict(self.epoch_sums), self.epoch_skipped
+        self.train_loader.sampler.set_epoch(self.epoch, skip=start * self.train_loader.batch_size)
         self.train_model.train()
-        sums: dict[str, float] = {}
-        skipped = 0
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(self.train_loader, desc=f"{self.epoch + 1}/{epochs}", disable=not info.main or not args.progress,
                    leave=False, dynamic_ncols=True)
-        for i, batch in enumerate(bar):
+        self.stops.between_steps = True
+        for i, batch in enumerate(bar, start=start):
             step = self.epoch * self.batches_per_epoch + i
             lr = self.schedule.apply(self.optimizer, step)
             skipped += int(batch.get("bad", 0))
@@ -313,9 +330,12 @@ class Trainer:
             for k, v in items.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.lr = lr
+            self.steps_done, self.epoch_sums, self.epoch_skipped = i + 1, dict(sums), skipped
             if info.main:
                 self.eta.step(i)
                 bar.set_postfix_str(" ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items()) + f" lr {lr:.2e}")
+            self.stops.check()
+        self.stops.between_steps = False
         n = max(1, self.batches_per_epoch)
         if info.distributed and sums:  # report the mean over all ranks, not rank 0's share
             totals = torch.tensor(list(sums.values()) + [float(skipped)], dtype=torch.float64, device=self.device)
