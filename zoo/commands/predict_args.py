@@ -9,14 +9,26 @@ __all__ = ["add_arguments", "add_prompt_arguments", "parse_point", "parse_box"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt) or model YAML")
-    p.add_argument("--source", required=True, help="an image or a folder of images")
+    p.add_argument("source", nargs="?", metavar="SOURCE",
+                   help="an image, a folder of images (searched recursively) or a .txt list of image paths")
+    p.add_argument("--source", dest="source_option", metavar="SOURCE", help="the same as the positional SOURCE")
     p.add_argument("--weights", help="load these weights into the model first")
     p.add_argument("--scale", help="scale key when building from a YAML cfg")
     p.add_argument("--imgsz", type=int, help="model input size (default: training size / cfg / 320 or 224)")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold for drawn detections")
     p.add_argument("--max-det", type=int, default=100)
-    p.add_argument("--out", default="runs/predict", help="folder for the overlay images")
     p.add_argument("--device", default="cpu", help="cpu, cuda or a GPU id")
+    out = p.add_argument_group("output", "results go to PROJECT/NAME (numbered: predict, predict2, ...) "
+                                         "unless --out names a folder, used as is")
+    out.add_argument("--project", help="parent folder of predict runs (default runs/predict)")
+    out.add_argument("--name", help="run folder name (default predict; numbered if taken)")
+    out.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME instead of numbering")
+    out.add_argument("--out", help="write into this folder as is (no numbering); not with --project / --name")
+    out.add_argument("--save-txt", action="store_true",
+                     help="labels/<image>.txt per image: 'cls cx cy w h score' (normalised) for detection, "
+                          "'cls prob' top-5 for classification")
+    out.add_argument("--save-json", action="store_true",
+                     help="predictions.json: every image's boxes / scores / classes, top-5 or SAM masks")
     add_prompt_arguments(p)
 
 

@@ -22,7 +22,59 @@ from zoo.commands.predict_args import add_prompt_arguments, parse_box, parse_poi
 from zoo.engine.plotting import overlay_masks
 from zoo.sam_predictor import SamPredictor
 
-__all__ = ["predict_sam", "parse_point", "parse_box", "add_prompt_arguments"]
+__all__ = ["predict_sam", "segment_image", "check_prompts", "mask_summary", "draw_sam", "parse_point", "parse_box",
+           "add_prompt_arguments"]
+
+
+def check_prompts(points: list[tuple[float, float, int]], boxes: list[tuple[float, float, float, float]]) -> None:
+    """Raise ``ValueError`` (one line) for no prompt, a bad point label or a malformed box."""
+    if not points and not boxes:
+        raise ValueError("give at least one prompt: --points x,y[,label] and/or --box x1,y1,x2,y2")
+    for x, y, label in points:
+        if label not in (0, 1):
+            raise ValueError(f"point ({x}, {y}) has label {label}; use 1 (foreground) or 0 (background)")
+    for box in boxes:
+        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"box {tuple(box)} must be x1,y1,x2,y2 with x2 > x1 and y2 > y1")
+
+
+def segment_image(model: Any, image: np.ndarray, points: list[tuple[float, float, int]],
+                  boxes: list[tuple[float, float, float, float]], input_size: int | None = None
+                  ) -> tuple[list[np.ndarray], list[float]]:
+    """Masks (``H x W`` bool, original resolution) and their predicted IoU for one RGB image: one mask
+    for a single prompt set, one per box for several boxes (see the module docstring)."""
+    check_prompts(points, boxes)
+    predictor = SamPredictor(model, input_size=input_size)
+    predictor.set_image(image)
+    coords = np.array([[x, y] for x, y, _ in points], dtype=np.float64) if points else None
+    labels = np.array([label for _, _, label in points], dtype=np.int64) if points else None
+    if len(boxes) <= 1:
+        multimask = len(points) == 1 and not boxes
+        masks, scores, _ = predictor.predict(coords, labels, np.array(boxes[0]) if boxes else None,
+                                             multimask_output=multimask)
+        best = int(np.argmax(scores))
+        return [np.asarray(masks[best])], [float(np.asarray(scores).reshape(-1)[best])]
+    n = len(boxes)
+    set_coords = None if coords is None else np.repeat(coords[None], n, axis=0)
+    set_labels = None if labels is None else np.repeat(labels[None], n, axis=0)
+    masks, scores, _ = predictor.predict_sets(set_coords, set_labels, np.array(boxes, dtype=np.float64),
+                                              multimask_output=False)
+    return [np.asarray(m[0]) for m in masks], [float(np.asarray(s).reshape(-1)[0]) for s in scores]
+
+
+def mask_summary(mask: np.ndarray, score: float) -> dict[str, Any]:
+    """JSON-ready summary of one mask: predicted IoU, pixel area and bounding box ``x1, y1, x2, y2``."""
+    ys, xs = np.nonzero(mask)
+    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
+    return {"score": round(float(score), 6), "area": int(len(xs)), "box": box}
+
+
+def draw_sam(image: np.ndarray, masks: list[np.ndarray], points: list[tuple[float, float, int]],
+             boxes: list[tuple[float, float, float, float]], path: Path) -> Path:
+    """Write the mask overlay (with its prompts) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay_masks(image, masks, points, boxes).save(path)
+    return path
 
 
 def predict_sam(model: Any, source: Path, points: list[tuple[float, float, int]],
@@ -32,36 +84,9 @@ def predict_sam(model: Any, source: Path, points: list[tuple[float, float, int]]
     ``input_size`` overrides the model input side (default: the cfg's ``input_size``, else 1024).
     """
     source, out_dir = Path(source), Path(out_dir)
-    if not points and not boxes:
-        raise ValueError("give at least one prompt: --points x,y[,label] and/or --box x1,y1,x2,y2")
-    for x, y, label in points:
-        if label not in (0, 1):
-            raise ValueError(f"point ({x}, {y}) has label {label}; use 1 (foreground) or 0 (background)")
-    for box in boxes:
-        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"box {tuple(box)} must be x1,y1,x2,y2 with x2 > x1 and y2 > y1")
+    check_prompts(points, boxes)
     if not source.is_file():
         raise FileNotFoundError(f"image not found: {source}")
     image = np.asarray(Image.open(source).convert("RGB"))
-
-    predictor = SamPredictor(model, input_size=input_size)
-    predictor.set_image(image)
-    coords = np.array([[x, y] for x, y, _ in points], dtype=np.float64) if points else None
-    labels = np.array([label for _, _, label in points], dtype=np.int64) if points else None
-    if len(boxes) <= 1:
-        multimask = len(points) == 1 and not boxes
-        masks, scores, _ = predictor.predict(coords, labels, np.array(boxes[0]) if boxes else None,
-                                             multimask_output=multimask)
-        drawn = [masks[int(np.argmax(scores))]]
-    else:
-        n = len(boxes)
-        set_coords = None if coords is None else np.repeat(coords[None], n, axis=0)
-        set_labels = None if labels is None else np.repeat(labels[None], n, axis=0)
-        masks, _, _ = predictor.predict_sets(set_coords, set_labels, np.array(boxes, dtype=np.float64),
-                                             multimask_output=False)
-        drawn = [m[0] for m in masks]
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{source.stem}_sam.png"
-    overlay_masks(image, drawn, points, boxes).save(path)
-    return path
+    masks, _ = segment_image(model, image, points, boxes, input_size)
+    return draw_sam(image, masks, points, boxes, out_dir / f"{source.stem}_sam.png")
