@@ -87,7 +87,7 @@ def test_records_describe_every_row():
     assert head.from_ == (16, 19, 22) and head.module == "v10Detect" and head.section == "head"
     assert head.args == (80, [64, 128, 256])
     assert sum(r.params for r in model.records) == sum(p.numel() for p in model.parameters())
-    assert model.save == frozenset({4, 6, 10, 13, 16, 19, 22})
+    assert model.saved_rows == frozenset({4, 6, 10, 13, 16, 19, 22})
 
 
 def test_builder_names_no_module_class():

@@ -199,3 +199,32 @@ def test_nan_weights_are_refused_with_the_count(tmp_path: Path, capsys) -> None:
                  "--data", "shapes:n_train=4,n_val=2", "--project", str(tmp_path / "runs"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NaN or inf" in err[0]
+
+
+def test_run_folder_keeps_its_plugins_for_use_from_anywhere(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A run copies its plugin files into RUN/plugins; its checkpoint then works from any folder with
+    --trust-plugins (or --plugin, which always wins), and never without the user's say-so."""
+    project = tmp_path / "project"
+    project.mkdir()
+    block = f"Block{uuid.uuid4().hex[:8]}"
+    (project / "myblocks.py").write_text(
+        "import torch.nn as nn\nfrom zoo import register\nfrom zoo.wiring import in_out, same_size\n"
+        f"@register(wiring=in_out(spatial=same_size()))\nclass {block}(nn.Conv2d):\n"
+        "    def __init__(self, c1, c2):\n        super().__init__(c1, c2, 1)\n")
+    (project / "net.yaml").write_text(TINY.replace("head:", f"  - [-1, 1, {block}, [16]]\nhead:")
+                                      + "plugins: [myblocks.py]\n")
+    monkeypatch.chdir(project)
+    assert main(["train", "net.yaml", "--epochs", "1", "--imgsz", "32", "--batch", "2", "--workers", "0",
+                 "--data", "shapes:n_train=4,n_val=2", "--device", "cpu", "--no-plots", "--no-progress",
+                 "--project", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "train"
+    assert (run / "plugins" / "myblocks.py").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["info", str(run / "weights" / "last.pt"), "--imgsz", "32"]) == 2
+    assert "myblocks.py" in capsys.readouterr().err
+    assert main(["info", str(run / "weights" / "last.pt"), "--imgsz", "32", "--trust-plugins"]) == 0
+    assert main(["info", str(run / "weights" / "last.pt"), "--imgsz", "32", "--plugin",
+                 str(project / "myblocks.py")]) == 0

@@ -47,7 +47,7 @@ class RowRecord:
 class Graph:
     modules: list[nn.Module]
     records: list[RowRecord]
-    save: frozenset[int]  # rows whose outputs later rows read
+    saved_rows: frozenset[int]  # rows whose outputs later rows read
     # each row's output stride (float; None for a non-map output), when every row declares its
     # wiring's spatial rule; None when some row does not, and a trial run has to find them
     strides: list[Any] | None = None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -16,9 +18,14 @@ import torch.nn as nn
 
 from zoo.builder import RowRecord, build_limits, parse_model
 from zoo.checkpoint import Checkpoint, load_weights, read_checkpoint
+from zoo.checkpoint_plugins import allowed_plugins, checkpoint_config
 from zoo.config import ModelSpec, resolve_spec
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import ConfigError
+from zoo.inference import predict as predict_images
+from zoo.nn.heads import DEFAULT_MAX_DET
+from zoo.results import Results
 from zoo.summary import summarize
+from zoo.version import __version__
 
 __all__ = ["Model", "build_model", "allowed_plugins", "checkpoint_config"]
 
@@ -50,10 +57,16 @@ def _gc_paused():
 
 
 class Model(nn.Module):
-    """Build a model from a YAML path or dict.
+    """Build a model from a shipped cfg's name, a YAML path or dict, or a checkpoint.
+
+    ``model(x)`` returns the head's raw tensors (see :mod:`zoo.nn.heads`); :meth:`predict` takes
+    images and returns :class:`~zoo.results.Results`.
 
     Args:
-        cfg: path to a model YAML, or the config as a dict.
+        cfg: a shipped cfg's name (``"yolov10n"``), a path to a model YAML, the config as a dict, or a
+            checkpoint that carries its config (a ``.pt`` / ``.pth`` path or a
+            :class:`~zoo.checkpoint.Checkpoint`): the same as :meth:`from_checkpoint`, weights,
+            class names and eval mode included.
         scale: scale key (``n``/``s``/...); default: the file-name suffix, else the first scale.
         nc: number of classes, overriding the config's ``nc``.
         ch: input image channels.
@@ -65,15 +78,23 @@ class Model(nn.Module):
         max_params: refuse (ConfigError, before allocating) a model with more parameters than this,
             or a row whose output at 640x640 holds more values; default: the limit in force
             (:func:`zoo.builder.build_limits`, 1e9 unless raised).
+        trust_plugins: for a checkpoint, import the plugins its config names (see :meth:`from_checkpoint`).
     """
 
-    def __init__(self, cfg: str | Path | Mapping[str, Any], scale: str | None = None, nc: int | None = None,
-                 ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = (),
-                 trial_run: bool = False, max_params: int | None = None) -> None:
+    def __init__(self, cfg: str | Path | Mapping[str, Any] | Checkpoint, scale: str | None = None,
+                 nc: int | None = None, ch: int = 3, verbose: bool = False, plugins: tuple[str, ...] = (),
+                 trial_run: bool = False, max_params: int | None = None, trust_plugins: bool = False) -> None:
         super().__init__()
-        spec = resolve_spec(cfg, scale=scale, nc=nc)
+        ckpt = _checkpoint_source(cfg)
+        config = checkpoint_config(ckpt, tuple(plugins), trust_plugins) if ckpt is not None else None
+        if config is not None:
+            spec = resolve_spec(config, scale=scale or config.get("scale"), nc=nc)
+        else:
+            spec = resolve_spec(cfg, scale=scale, nc=nc)  # type: ignore[arg-type]
         with _gc_paused(), build_limits(max_params):
             self._build(spec, ch, plugins, trial_run)
+        if ckpt is not None and config is not None:
+            self._restore(ckpt, config, {"scale": scale, "nc": nc})
         if verbose:
             self.info()
 
@@ -81,7 +102,7 @@ class Model(nn.Module):
         graph = parse_model(spec, ch=ch, plugins=tuple(plugins))
         self.model = nn.Sequential(*graph.modules)
         self.records: tuple[RowRecord, ...] = tuple(graph.records)
-        self.save = graph.save
+        self.saved_rows = graph.saved_rows  # rows whose outputs later rows read
         self.yaml: dict[str, Any] = spec.cfg
         self.name = spec.name
         self.source = spec.source
@@ -90,6 +111,7 @@ class Model(nn.Module):
         self.ch = ch
         self.plugins = tuple(plugins)
         self.names = self._class_names()
+        self.imgsz: int | None = None  # the size it was trained at, when a checkpoint says
         self._keywords = {k for r in self.records for k in r.keywords}
         self.memory_format = torch.contiguous_format
         if graph.strides is None or trial_run:
@@ -144,7 +166,7 @@ class Model(nn.Module):
             out = module(row_in, **kwargs)
             if hook is not None:
                 hook(record.index, record, row_in, out)
-            if record.index in self.save:
+            if record.index in self.saved_rows:
                 stored[record.index] = out
             if record.index in keep_set:
                 kept[record.index] = out
@@ -263,83 +285,77 @@ class Model(nn.Module):
     def from_checkpoint(cls, path: str | Path | Checkpoint, plugins: tuple[str, ...] = (), trust_plugins: bool = False,
                         **overrides: Any) -> "Model":
         """Build the model a checkpoint describes (its stored config) and load its weights; the run's
-        name and class names come back too. ``path`` may be a :class:`Checkpoint` already read.
+        name, class names and training image size come back too, and the model is in eval mode
+        (call ``.train()`` to train it). ``path`` may be a :class:`Checkpoint` already read;
+        ``overrides`` are :class:`Model` arguments (``scale``, ``nc``, ...).
 
         Reading a checkpoint never imports code: plugins its config names are imported only when the
         caller gives them (``plugins``, matched by file name or module name) or sets ``trust_plugins``.
         """
         ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path)
-        config = checkpoint_config(ckpt, tuple(plugins), trust_plugins)
-        kwargs = {"scale": config.get("scale"), "plugins": tuple(plugins)}
-        kwargs.update(overrides)
-        model = cls(config, **kwargs)
-        report = model.load(ckpt, strict=False, verbose=False)
+        return cls(ckpt, plugins=tuple(plugins), trust_plugins=trust_plugins, **overrides)
+
+    def _restore(self, ckpt: Checkpoint, config: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+        """Load a checkpoint's weights into the model just built from its config, then its name, names,
+        image size; leave the model in eval mode."""
+        report = self.load(ckpt, strict=False, verbose=False)
         changed = {k for k, v in overrides.items() if v is not None and v != config.get(k)}
         if "scale" not in changed:
             # the file describes this very model: anything it does not fill would run on random weights
             # (but the head, when it was rebuilt for another class count)
-            head = f"model.{len(model.records) - 1}." if "nc" in changed else None
+            head = f"model.{len(self.records) - 1}." if "nc" in changed else None
             report.require_fit("the checkpoint does not match the config it carries (corrupt or edited?)", head)
-        model.name = str(ckpt.extra.get("name") or model.name)
+        self.name = str(ckpt.extra.get("name") or self.name)
         names = ckpt.extra.get("names")
-        if isinstance(names, list) and len(names) == len(model.names):
-            model.names = dict(enumerate(map(str, names)))
-        return model
+        if isinstance(names, dict):
+            names = [names[k] for k in sorted(names)]
+        if isinstance(names, list) and len(names) == len(self.names):
+            self.names = dict(enumerate(map(str, names)))
+        args = ckpt.extra.get("args")
+        imgsz = ckpt.extra.get("imgsz") or (args.get("imgsz") if isinstance(args, Mapping) else None)
+        if isinstance(imgsz, int) and not isinstance(imgsz, bool) and imgsz > 0:
+            self.imgsz = imgsz
+        self.eval()
+
+    def save(self, path: str | Path) -> Path:
+        """Write a zoo checkpoint (weights, config, scale, class names, name, image size) that
+        ``Model(path)`` / :meth:`from_checkpoint` and ``zoo info/val/predict`` read back. Save the
+        model as built: a fused or deployed model no longer matches its config. Returns ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ckpt = {"model_state": {k: v.detach().cpu() for k, v in self.state_dict().items()}, "yaml": dict(self.yaml),
+                "scale": self.scale, "names": [self.names[i] for i in sorted(self.names)], "name": self.name,
+                "plugins": list(self.plugins), "imgsz": self.imgsz, "version": __version__,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(ckpt, tmp)
+            os.replace(tmp, path)  # a reader never sees half a file
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, source: Any, conf: float = 0.25, imgsz: int | None = None, max_det: int = DEFAULT_MAX_DET,
+                device: str | torch.device | None = None, batch: int = 1) -> list[Results]:
+        """Detect or classify the images of ``source``: a path, a folder, a ``PIL.Image``, an
+        ``(H, W, 3)`` uint8 RGB array, a ``(3, H, W)`` / ``(B, 3, H, W)`` tensor (0..1 floats) or a
+        list of these. Returns one :class:`~zoo.results.Results` per image: ``boxes`` (x1, y1, x2, y2
+        in the original image's pixels), ``scores``, ``cls`` with score > ``conf`` (at most
+        ``max_det``), or class ``probs``. ``imgsz`` defaults to the size the checkpoint was trained
+        at, else the cfg's ``imgsz``, else 320 (detect) / 224 (classify). ``device`` moves the model
+        there; ``batch`` images run per forward. Runs in eval mode under ``no_grad`` and restores the
+        model's mode after. SAM models take prompts: use :class:`zoo.SamPredictor`."""
+        return predict_images(self, source, conf=conf, imgsz=imgsz, max_det=max_det, device=device, batch=batch)
 
 
-def checkpoint_config(ckpt: Checkpoint, plugins: tuple[str, ...] = (), trust_plugins: bool = False) -> dict[str, Any]:
-    """The model config a checkpoint carries, its plugin list reduced to what may be imported."""
-    if ckpt.config is None:
-        raise ConfigError("checkpoint carries no model config; build with Model(cfg) and call .load(path)", file=ckpt.path)
-    config = dict(ckpt.config)
-    allowed = allowed_plugins(ckpt, tuple(plugins), trust_plugins)
-    if allowed or "plugins" in config:  # the stored names are replaced by what may be imported
-        config["plugins"] = allowed
-    return config
-
-
-def _plugin_key(spec: str) -> str:
-    """What a plugin is known by: a file's name (folders differ between machines) or a module name."""
-    return Path(spec).name if spec.endswith(".py") else spec
-
-
-def allowed_plugins(ckpt: Checkpoint, given: tuple[str, ...], trust: bool) -> list[str]:
-    """The plugins a checkpoint's config names, as they may be imported: each one the user gave
-    (``given``), or, with ``trust``, the named file looked up beside the checkpoint and its run folder.
-    A checkpoint is data, so a named plugin that is neither is refused with one line."""
-    named: list[str] = []
-    for spec in list((ckpt.config or {}).get("plugins") or []) + list(ckpt.plugins):
-        if not isinstance(spec, str):
-            raise ConfigError(f"'plugins' must be a list of .py files or module names, got {spec!r}", file=ckpt.path)
-        if spec not in named:
-            named.append(spec)
-    by_key = {_plugin_key(g): g for g in given}
-    allowed, refused = [], []
-    for spec in named:
-        if _plugin_key(spec) in by_key:
-            allowed.append(by_key[_plugin_key(spec)])
-        elif trust:
-            allowed.append(_locate_plugin(spec, Path(ckpt.path)))
-        else:
-            refused.append(spec)
-    if refused:
-        raise CheckpointError(
-            f"{ckpt.path}: its config names plugin(s) {', '.join(refused)}, and loading a checkpoint never imports "
-            "code; give each with --plugin FILE_OR_MODULE (Python: plugins=...), or pass --trust-plugins "
-            "(trust_plugins=True) to import what the checkpoint names")
-    return allowed
-
-
-def _locate_plugin(spec: str, ckpt_path: Path) -> str:
-    """A trusted checkpoint's plugin file: as written if absolute, else beside the checkpoint, in its
-    run folder (``RUN/weights/last.pt`` -> ``RUN``), else relative to the current folder."""
-    if not spec.endswith(".py") or Path(spec).is_absolute():
-        return spec
-    for folder in (ckpt_path.parent, ckpt_path.parent.parent):
-        for candidate in (folder / spec, folder / Path(spec).name):
-            if candidate.is_file():
-                return str(candidate.resolve())
-    return spec
+def _checkpoint_source(cfg: Any) -> Checkpoint | None:
+    """A checkpoint ``Model(cfg)`` was given (a :class:`Checkpoint`, or a ``.pt`` / ``.pth`` path), read."""
+    if isinstance(cfg, Checkpoint):
+        return cfg
+    if isinstance(cfg, (str, Path)) and Path(cfg).suffix.lower() in (".pt", ".pth"):
+        return read_checkpoint(cfg)
+    return None
 
 
 def build_model(source: str | Path, scale: str | None = None, nc: int | None = None, plugins: tuple[str, ...] = (),

@@ -13,6 +13,7 @@ to ``torch.nn.X`` without registration. Plugins (a ``.py`` file, an importable m
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -231,11 +232,13 @@ def load_plugins(specs: list[str] | tuple[str, ...], base_dir: Path | None = Non
             if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
                 path = base_dir / path
             path = path.resolve()
-            key = str(path)
-            if key in _loaded_plugins:
-                continue
             if not path.exists():
                 raise PluginError(f"plugin file '{spec}' not found (looked in {path.parent})")
+            # keyed by name and content: a run folder's copy of a plugin already imported from its
+            # original place is the same plugin (importing it again would register its blocks twice)
+            key = f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+            if key in _loaded_plugins:
+                continue
             mod_name = f"zoo_plugin_{path.stem}_{abs(hash(key)) % 10**8}"
 
             def _import_file(path: Path = path, mod_name: str = mod_name) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 from typing import IO
 
@@ -19,10 +20,11 @@ except ImportError:  # Windows: no advisory locks; runs are still numbered atomi
 from zoo.errors import ZooError
 
 __all__ = ["RunFolderError", "numbered", "increment_path", "claim_run_folder", "RunLock",
-           "remove_stale_temporaries", "trim_results"]
+           "remove_stale_temporaries", "trim_results", "PLUGINS_DIR", "copy_plugins"]
 
 LOCK_NAME = ".lock"
 TEMP_GLOB = ".*.pt.*.tmp"  # what zoo.engine.training_checkpoint.atomic_save writes before its rename
+PLUGINS_DIR = "plugins"  # RUN/plugins: copies of the plugin files the run used
 
 
 class RunFolderError(ZooError):
@@ -128,3 +130,22 @@ def _epoch(row: dict[str, str]) -> int | None:
         return int(row.get("epoch") or "")
     except ValueError:
         return None
+
+
+def copy_plugins(specs: list[str], cfg_dir: Path | None, run_dir: Path) -> list[Path]:
+    """Copy the run's plugin files into ``RUN/plugins`` so its checkpoints can be used from any folder
+    (``--trust-plugins`` looks there; importing them stays the user's choice). Module-name plugins
+    are installed code and are not copied. A file is looked up as given, then beside the cfg."""
+    copied = []
+    for spec in specs:
+        if not spec.endswith(".py"):
+            continue
+        path = Path(spec)
+        if not path.is_file() and cfg_dir is not None and (cfg_dir / spec).is_file():
+            path = cfg_dir / spec
+        if path.is_file():
+            target = Path(run_dir) / PLUGINS_DIR / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            copied.append(target)
+    return copied

@@ -32,7 +32,7 @@ from zoo.engine import ddp
 from zoo.engine.training_checkpoint import atomic_save, load_training_checkpoint, restore_rng
 from zoo.engine.ema import ModelEMA
 from zoo.engine.optim import LRSchedule, build_optimizer
-from zoo.engine.run_folder import RunLock, claim_run_folder, remove_stale_temporaries, trim_results
+from zoo.engine.run_folder import RunLock, claim_run_folder, copy_plugins, remove_stale_temporaries, trim_results
 from zoo.engine.interruption import StopRequests
 from zoo.engine.setup import build_for_task, plain_args, select_device
 from zoo.errors import TrainSetupError
@@ -128,6 +128,10 @@ class Trainer:
         if self.resume_ckpt is None:
             self.save_dir = claim_run_folder(self.save_dir, bool(self.args.exist_ok))
         self.lock = RunLock(self.save_dir).acquire()
+        if self.resume_ckpt is None:  # so the run's checkpoints work from any folder (RUN/plugins)
+            source = Path(str(self.model.source))
+            copy_plugins(list(self.model.plugins) + list(self.model.yaml.get("plugins") or []),
+                         source.parent if source.is_file() else None, self.save_dir)
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temporaries(self.weights_dir)
         if stale:
