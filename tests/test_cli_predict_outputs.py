@@ -9,28 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tiny_cfgs import TINY_CLASSIFIER, TINY_RTDETR
 from zoo.cli import main
 
-TINY_RTDETR = """
-nc: 3
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [[2, 3, 4], 1, RTDETRDecoder, [nc, 32, 20, 2, 2, 2, 64, 0.0, None, -1, 0]]
-"""
-
-TINY_CLASSIFIER = """
-nc: 4
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [-1, 1, Classify, [nc]]
-"""
 
 SAM_CFG = Path(__file__).resolve().parents[1] / "cfg" / "sam-tinyvit.yaml"
 

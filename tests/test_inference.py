@@ -10,32 +10,14 @@ import torch
 from PIL import Image
 
 import zoo
+from tiny_cfgs import TINY_CLASSIFIER
+from tiny_cfgs import TINY_RTDETR as _RTDETR
 from zoo.commands.predict import classify_image, detect_image
 from zoo.engine.tasks.base import TASKS
 from zoo.inference import DEFAULT_IMGSZ
 from zoo.model import Model
 
-TINY_RTDETR = """
-nc: 3
-names: [ball, box, cone]
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [[2, 3, 4], 1, RTDETRDecoder, [nc, 32, 20, 2, 2, 2, 64, 0.0, None, -1, 0]]
-"""
-
-TINY_CLASSIFIER = """
-nc: 4
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [-1, 1, Classify, [nc]]
-"""
+TINY_RTDETR = _RTDETR.replace("nc: 3\n", "nc: 3\nnames: [ball, box, cone]\n")  # named classes
 
 
 @pytest.fixture(scope="module")

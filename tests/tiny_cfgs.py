@@ -21,3 +21,25 @@ backbone:
 head:
   - [-1, 1, Classify, [nc]]
 """
+
+# a small RT-DETR (its decoder at width 32) and a 4-class classifier, for predict / inference tests
+TINY_RTDETR = """\
+nc: 3
+backbone:
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, Conv, [32, 3, 2]]
+  - [-1, 1, Conv, [32, 3, 2]]
+  - [-1, 1, Conv, [32, 3, 2]]
+head:
+  - [[2, 3, 4], 1, RTDETRDecoder, [nc, 32, 20, 2, 2, 2, 64, 0.0, None, -1, 0]]
+"""
+
+TINY_CLASSIFIER = """\
+nc: 4
+backbone:
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, Conv, [32, 3, 2]]
+head:
+  - [-1, 1, Classify, [nc]]
+"""

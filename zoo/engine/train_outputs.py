@@ -16,7 +16,7 @@ from zoo.engine.training_checkpoint import atomic_save, capture_rng, stamp
 if TYPE_CHECKING:
     from zoo.engine.trainer import Trainer
 
-__all__ = ["full_checkpoint", "strip_checkpoint", "RESUME_ONLY", "log_epoch", "plot_train_batch", "EtaProbe"]
+__all__ = ["full_checkpoint", "restore_missing_best", "strip_checkpoint", "RESUME_ONLY", "log_epoch", "plot_train_batch", "EtaProbe"]
 
 # what only resuming needs: dropped from best.pt and last.pt when the run ends (as Ultralytics does)
 RESUME_ONLY = ("train_state", "optimizer", "schedule", "scaler", "rng")
@@ -56,6 +56,21 @@ def interrupted_checkpoint(t: "Trainer") -> dict[str, Any]:
     ckpt["partial"] = {"epoch": t.epoch, "step": t.steps_done, "sums": dict(t.epoch_sums),
                        "skipped": t.epoch_skipped}
     return ckpt
+
+
+def restore_missing_best(t: "Trainer") -> None:
+    """On resume: a kill during the first best.pt write loses it, and the restored best fitness would
+    stop later epochs from writing it again, so put back the newest weights there are (last.pt)."""
+    best = t.weights_dir / "best.pt"
+    last = Path(t.args.resume).resolve()
+    if best.exists() or not last.is_file() or t.resume_ckpt.get("partial"):
+        return  # (a part-way checkpoint is no epoch's result: the first finished epoch writes best.pt)
+    atomic_save(t.resume_ckpt, best)
+    fitness = (t.resume_ckpt.get("metrics") or {}).get(t.task.fitness_key)
+    if fitness is not None:  # later epochs must beat what best.pt now holds, not a lost better one
+        t.resume_ckpt["best_fitness"] = float(fitness)
+    print(f"best.pt was missing (a write cut short?); restored it from {last.name} "
+          f"(epoch {int(t.resume_ckpt['epoch']) + 1})")
 
 
 def strip_checkpoint(path: Path) -> tuple[int, int] | None:

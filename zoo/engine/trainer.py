@@ -38,7 +38,7 @@ from zoo.engine.setup import build_for_task, plain_args, select_device
 from zoo.errors import TrainSetupError
 from zoo.engine.train_options import check_lr_scale, fill_size_defaults
 from zoo.engine.train_outputs import (EtaProbe, full_checkpoint, interrupted_checkpoint, log_epoch, plot_train_batch,
-                                      strip_checkpoint)
+                                      restore_missing_best, strip_checkpoint)
 from zoo.errors import TrainingInterrupted
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
@@ -141,21 +141,7 @@ class Trainer:
             dropped = trim_results(self.csv_path, int(self.resume_ckpt["epoch"]) + 1)
             if dropped:
                 print(f"results.csv: dropped {dropped} row(s) of epochs after the checkpoint (they run again)")
-            self._repair_best()
-
-    def _repair_best(self) -> None:
-        """A kill during the first best.pt write loses it, and the restored best fitness would stop
-        later epochs from writing it again: put back the newest weights we have (last.pt)."""
-        best = self.weights_dir / "best.pt"
-        last = Path(self.args.resume).resolve()
-        if best.exists() or not last.is_file() or self.resume_ckpt.get("partial"):
-            return  # (a part-way checkpoint is no epoch's result: the first finished epoch writes best.pt)
-        atomic_save(self.resume_ckpt, best)
-        fitness = (self.resume_ckpt.get("metrics") or {}).get(self.task.fitness_key)
-        if fitness is not None:  # later epochs must beat what best.pt now holds, not a lost better one
-            self.resume_ckpt["best_fitness"] = float(fitness)
-        print(f"best.pt was missing (a write cut short?); restored it from {last.name} "
-              f"(epoch {int(self.resume_ckpt['epoch']) + 1})")
+            restore_missing_best(self)
 
     def _setup(self) -> None:
         args, info = self.args, self.info
