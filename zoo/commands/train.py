@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.engine import ddp
-from zoo.errors import TrainSetupError
 from zoo.engine.train_options import (BAD_KEY_VALUE, check_numbers, document_defaults, install_key_value,
                                       unknown_key_message)
+from zoo.errors import TrainSetupError
 
 __all__ = ["add_arguments", "run", "reconstruct_argv"]
 
@@ -140,6 +139,8 @@ def _latest_last_pt() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `zoo train --help` must not load torch
+    from zoo.engine import ddp
     from zoo.engine.trainer import Trainer
 
     bad = getattr(args, BAD_KEY_VALUE, None)
