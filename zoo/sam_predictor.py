@@ -136,7 +136,19 @@ class SamPredictor:
         """``N`` prompt sets on the cached image: ``point_coords (N, P, 2)``, ``point_labels (N, P)``,
         ``boxes (N, 4)``, ``mask_inputs (N, 1, S/4, S/4)`` -> ``masks (N, K, H, W)``, ``scores (N, K)``,
         ``low_res_logits (N, K, S/4, S/4)``."""
-        h0, w0 = self._require_image()
+        low, iou = self.prompt_logits(point_coords, point_labels, boxes, mask_inputs, multimask_output)
+        masks = self.postprocess(low)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks.cpu().numpy(), iou.float().cpu().numpy(), low.float().cpu().numpy()
+
+    @torch.no_grad()
+    def prompt_logits(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                      boxes: np.ndarray | None = None, mask_inputs: np.ndarray | None = None,
+                      multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`predict_sets`, but tensors on the model's device and no upsampling:
+        ``low_res_logits (N, K, S/4, S/4)``, ``iou_predictions (N, K)``."""
+        self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels go together")
         device, dtype = self.device, self.features.dtype
@@ -153,11 +165,7 @@ class SamPredictor:
         if not kwargs:
             raise ValueError("give at least one prompt: points, a box or a mask input")
         low, iou = self.head(self.features, multimask_output=multimask_output, **kwargs)
-        low, iou = low[0], iou[0]  # (N, K, S/4, S/4), (N, K)
-        masks = self.postprocess(low)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        return masks.cpu().numpy(), iou.float().cpu().numpy(), low.float().cpu().numpy()
+        return low[0], iou[0]  # (N, K, S/4, S/4), (N, K)
 
     def postprocess(self, low_res: torch.Tensor) -> torch.Tensor:
         """``(N, K, S/4, S/4)`` logits -> ``(N, K, H, W)`` logits at the original image size."""

@@ -2,7 +2,8 @@
 
 - detection heads (v10Detect, RTDETRDecoder): boxes with class names and scores above ``--conf``;
 - classifiers: the top class and its probability written above the image;
-- SAM: masks for the ``--points`` / ``--box`` prompts (see :mod:`zoo.commands.predict_sam`).
+- SAM: masks for the ``--points`` / ``--box`` prompts, or with ``--everything`` every mask from a point grid
+  (see :mod:`zoo.commands.predict_sam` and :mod:`zoo.automatic_masks`).
 
 Images are letterboxed (detection) or centre-cropped (classification) to ``--imgsz`` (default:
 the size the checkpoint was trained at, else the cfg's ``imgsz``, else the task's default, 320 /
@@ -30,7 +31,7 @@ import torch
 from PIL import Image
 
 from zoo.commands.predict_args import add_arguments  # re-exported; the CLI reads it from predict_args
-from zoo.commands.predict_sam import draw_sam, mask_summary, segment_image
+from zoo.commands.predict_sam import draw_sam, everything_summary, mask_summary, segment_everything, segment_image
 from zoo.data.normalise import InputNormaliser
 from zoo.data.sources import list_images
 from zoo.data.transforms import center_crop_resize, letterbox
@@ -202,7 +203,10 @@ def run(args: argparse.Namespace) -> int:
     trained_size = (info.get("args") or {}).get("imgsz")
     names = list(info.get("names") or [model.names[i] for i in sorted(model.names)])
     if task == "segment":
-        if not args.points and not args.box:
+        everything = bool(getattr(args, "everything", False))
+        if everything and (args.points or args.box):
+            raise PredictError("--everything prompts with a point grid; leave out --points / --box")
+        if not everything and not args.points and not args.box:
             raise PredictError("SAM needs prompts: --points x,y[,label] ... and/or --box x1,y1,x2,y2")
         if outputs.save_txt:
             raise PredictError("--save-txt writes detection / classification labels; for SAM use --save-json")
@@ -236,6 +240,14 @@ def run(args: argparse.Namespace) -> int:
             outputs.write_labels(name, classification_lines(probs))
             record["top5"] = [{"class": int(c), "name": _name(names, int(c)), "prob": round(float(probs[c]), 6)}
                               for c in np.argsort(-probs, kind="stable")[:TOP_K]]
+        elif everything:
+            try:
+                found = segment_everything(model, image, int(getattr(args, "points_per_side", 32)), input_size=imgsz)
+            except ValueError as exc:
+                raise PredictError(str(exc)) from None
+            written = draw_sam(image, [f["segmentation"] for f in found], [], [], outputs.claim() / f"{name}_sam.png")
+            record["masks"] = [everything_summary(f) for f in found]
+            summary = f"{len(found)} mask{'s' if len(found) != 1 else ''} (everything)"
         else:
             try:
                 masks, scores = segment_image(model, image, list(args.points), list(args.box), input_size=imgsz)

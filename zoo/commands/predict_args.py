@@ -67,3 +67,7 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SAM point prompts in image pixels; label 1 foreground (default) or 0 background")
     parser.add_argument("--box", action="append", type=parse_box, default=[], metavar="X1,Y1,X2,Y2",
                         help="SAM box prompt in image pixels (repeat for one mask per box)")
+    parser.add_argument("--everything", action="store_true",
+                        help="SAM: segment everything from a grid of point prompts (no --points / --box needed)")
+    parser.add_argument("--points-per-side", type=int, default=32, metavar="N",
+                        help="with --everything: an N x N grid of point prompts (default 32)")

@@ -22,7 +22,7 @@ from zoo.commands.predict_args import add_prompt_arguments, parse_box, parse_poi
 from zoo.engine.plotting import overlay_masks
 from zoo.sam_predictor import SamPredictor
 
-__all__ = ["predict_sam", "segment_image", "check_prompts", "mask_summary", "draw_sam", "parse_point", "parse_box",
+__all__ = ["predict_sam", "segment_image", "segment_everything", "everything_summary", "check_prompts", "mask_summary", "draw_sam", "parse_point", "parse_box",
            "add_prompt_arguments"]
 
 
@@ -60,6 +60,25 @@ def segment_image(model: Any, image: np.ndarray, points: list[tuple[float, float
     masks, scores, _ = predictor.predict_sets(set_coords, set_labels, np.array(boxes, dtype=np.float64),
                                               multimask_output=False)
     return [np.asarray(m[0]) for m in masks], [float(np.asarray(s).reshape(-1)[0]) for s in scores]
+
+
+def segment_everything(model: Any, image: np.ndarray, points_per_side: int = 32, input_size: int | None = None
+                       ) -> list[dict[str, Any]]:
+    """All masks of one RGB image from a grid of point prompts (:class:`SamAutomaticMaskGenerator`)."""
+    from zoo.automatic_masks import SamAutomaticMaskGenerator
+
+    if points_per_side < 1:
+        raise ValueError(f"--points-per-side must be >= 1, got {points_per_side}")
+    generator = SamAutomaticMaskGenerator(SamPredictor(model, input_size=input_size), points_per_side=points_per_side)
+    return generator.generate(image)
+
+
+def everything_summary(found: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready summary of one automatic mask: area, bbox x, y, w, h, scores and its prompt point."""
+    return {"area": int(found["area"]), "bbox": [int(v) for v in found["bbox"]],
+            "predicted_iou": round(float(found["predicted_iou"]), 6),
+            "stability_score": round(float(found["stability_score"]), 6),
+            "point_coords": [[round(float(v), 2) for v in xy] for xy in found["point_coords"]]}
 
 
 def mask_summary(mask: np.ndarray, score: float) -> dict[str, Any]:
