@@ -1,13 +1,19 @@
 """``zoo val CKPT_OR_CFG [--data D]``: validate a model and print its metrics table.
 
+The metrics (``metrics.json``: every printed value and per-class AP50), a prediction image and, for
+detection, a confusion matrix and PR curve are written to a new folder ``runs/val/val``, ``val2``, ...
+(``--project`` / ``--name`` / ``--exist-ok`` as for ``zoo train``).
+
 For a checkpoint written by ``zoo train`` the data and image size default to the ones it was
 trained with; a YAML cfg is validated with freshly initialised weights (useful as a smoke test).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+from pathlib import Path
 
 # zoo.data / zoo.engine (torch) are imported inside run: `zoo val --help` needs only add_arguments
 
@@ -26,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="load these weights into the model first")
     p.add_argument("--conf", type=float, default=0.001, help="score threshold for mAP")
     p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--project", default="runs/val", help="parent folder of the output folder (default runs/val)")
+    p.add_argument("--name", default="val", help="output folder name; numbered val2, val3 ... when taken")
+    p.add_argument("--exist-ok", action="store_true", help="write into an existing --name folder")
 
 
 def _training_args(path: str) -> dict:
@@ -67,4 +76,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {'class':<14}{'AP50':>8}")
         for name, ap in per_class.items():
             print(f"  {name:<14}{'-' if math.isnan(ap) else f'{ap:8.4f}':>8}")
+    _save(args, task, model, loader, metrics, per_class, {
+        "model": str(getattr(model, "name", args.cfg)), "weights": args.cfg, "data": task.spec.where,
+        "split": args.split, "images": len(dataset), "imgsz": imgsz, "seconds": round(elapsed, 3)})
     return 0
+
+
+def _save(args: argparse.Namespace, task, model, loader, metrics: dict, per_class: dict | None, info: dict) -> Path:
+    """metrics.json and the plots into a fresh numbered folder; prints where."""
+    from zoo.engine.run_folder import claim_run_folder
+
+    folder = claim_run_folder(Path(args.project) / args.name, bool(args.exist_ok))
+    record = {**info, "metrics": {k: float(v) for k, v in metrics.items()}}
+    if per_class:
+        record["per_class_ap50"] = {k: (None if math.isnan(v) else float(v)) for k, v in per_class.items()}
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        batch = next(iter(loader))
+        task.plot_predictions(model, batch, folder / "val_predictions.jpg")
+    except StopIteration:
+        pass
+    except Exception as exc:  # plots never fail a validation that worked
+        print(f"warning: plots not written ({type(exc).__name__}: {exc})")
+    print(f"results saved to {folder}")
+    return folder

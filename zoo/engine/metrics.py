@@ -20,7 +20,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-__all__ = ["box_iou_np", "DetectionMetrics", "MaskIoUMeter", "TopKAccuracy", "COCO_IOU_THRESHOLDS"]
+__all__ = ["box_iou_np", "DetectionMetrics", "ConfusionMatrix", "MaskIoUMeter", "TopKAccuracy", "COCO_IOU_THRESHOLDS"]
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -147,6 +147,48 @@ class DetectionMetrics:
         has = table[0] > -1
         ap[has] = table[:, has].mean(0)
         return ap
+
+    def pr_curve(self, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """``(recall (101,), precision (nc, 101))``: the interpolated COCO precision at the IoU
+        threshold closest to ``iou``; rows of classes without ground truth are NaN."""
+        t = int(np.argmin(np.abs(self.iou_thresholds - iou)))
+        table = self.precision_table()[t].T.copy()  # (nc, 101)
+        table[(table < 0).all(1)] = np.nan
+        return _RECALL_POINTS.copy(), table
+
+
+class ConfusionMatrix:
+    """Detection confusion matrix over ``nc`` classes plus background (index ``nc``).
+
+    ``matrix[true, predicted]``: per image, detections scoring at least ``conf`` are paired one to one
+    with ground truth boxes of any class, highest IoU first, when the IoU reaches ``iou``. A pair counts
+    at ``[gt class, predicted class]``, an unpaired ground truth at ``[gt class, background]`` (missed)
+    and an unpaired detection at ``[background, predicted class]`` (false alarm).
+    """
+
+    def __init__(self, nc: int, conf: float = 0.25, iou: float = 0.5) -> None:
+        self.nc, self.conf, self.iou = nc, conf, iou
+        self.matrix = np.zeros((nc + 1, nc + 1), dtype=np.int64)
+
+    def update(self, pred_boxes: np.ndarray | torch.Tensor, pred_scores: np.ndarray | torch.Tensor,
+               pred_cls: np.ndarray | torch.Tensor, gt_boxes: np.ndarray | torch.Tensor,
+               gt_cls: np.ndarray | torch.Tensor) -> None:
+        pb, ps, pc, gb, gc = (_np(x) for x in (pred_boxes, pred_scores, pred_cls, gt_boxes, gt_cls))
+        keep = ps.reshape(-1) >= self.conf
+        pb, pc = pb.reshape(-1, 4)[keep], np.clip(pc.reshape(-1)[keep].astype(np.int64), 0, self.nc)
+        gb, gc = gb.reshape(-1, 4), np.clip(gc.reshape(-1).astype(np.int64), 0, self.nc)
+        ious = box_iou_np(gb, pb)  # (G, D)
+        gt_used = np.zeros(len(gb), dtype=bool)
+        det_used = np.zeros(len(pb), dtype=bool)
+        if ious.size:
+            g_idx, d_idx = np.nonzero(ious >= self.iou)
+            order = np.argsort(-ious[g_idx, d_idx], kind="mergesort")
+            for g, d in zip(g_idx[order], d_idx[order]):
+                if not gt_used[g] and not det_used[d]:
+                    gt_used[g] = det_used[d] = True
+                    self.matrix[gc[g], pc[d]] += 1
+        np.add.at(self.matrix, (gc[~gt_used], self.nc), 1)
+        np.add.at(self.matrix, (self.nc, pc[~det_used]), 1)
 
 
 def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:

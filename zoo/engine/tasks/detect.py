@@ -20,14 +20,19 @@ from zoo.data.dataset import DetectionDataset, collate_detection
 from zoo.data.spec import DataSpec
 from zoo.data.transforms import AugmentConfig
 from zoo.engine.losses.yolo import LossGains, YOLOv10Loss
-from zoo.engine.metrics import DetectionMetrics
-from zoo.engine.plotting import draw_boxes, save_grid
+from zoo.engine.metrics import ConfusionMatrix, DetectionMetrics
+from zoo.engine.plotting import (draw_boxes, draw_legend, grid_width, plot_confusion_matrix, plot_pr_curve, save_grid,
+                                 side_by_side)
 from zoo.engine.tasks.base import TASKS, BaseTask
 from zoo.engine.tasks.heads import HEADS, DetectHead
 from zoo.errors import ConfigError
 from zoo.nn.heads import detect
 
-__all__ = ["DetectTask", "box_augment"]
+__all__ = ["DetectTask", "box_augment", "PLOT_CONF", "PLOT_MAX_DET"]
+
+PLOT_CONF = 0.25  # detections drawn in val_predictions.jpg and counted in the confusion matrix score at least this
+PLOT_MAX_DET = 20  # at most this many drawn per image (best first)
+LABEL_MIN_SIZE = 24  # boxes with a shorter side under this many pixels get no text (the legend names the colour)
 
 
 def box_augment(args: argparse.Namespace) -> AugmentConfig:
@@ -86,6 +91,7 @@ class DetectTask(BaseTask):
         was_training = model.training
         model.eval()
         metrics = DetectionMetrics(len(self.names))
+        confusion = ConfusionMatrix(len(self.names), conf=PLOT_CONF, iou=0.5)
         conf = float(getattr(self.args, "conf", 0.001))
         loss_sums: dict[str, float] = {}
         batches = 0
@@ -102,21 +108,52 @@ class DetectTask(BaseTask):
             for i in range(dets.shape[0]):
                 d = dets[i][dets[i, :, 4] > conf]
                 metrics.update(d[:, :4], d[:, 4], d[:, 5], boxes[idx == i], cls[idx == i])
+                confusion.update(d[:, :4], d[:, 4], d[:, 5], boxes[idx == i], cls[idx == i])
         model.train(was_training)
         self.per_class = dict(zip(self.names, metrics.per_class_ap50().tolist()))
+        self.confusion = confusion
+        self.pr = metrics.pr_curve(0.5)
         results = metrics.compute()
         results.update({f"val/{k}": v / max(batches, 1) for k, v in loss_sums.items()})
         return results
 
+    def save_plots(self, folder: Path) -> list[Path]:
+        """confusion_matrix.png and PR_curve.png of the last :meth:`validate` (none before one ran)."""
+        out = []
+        if getattr(self, "confusion", None) is not None:
+            c = self.confusion
+            out.append(plot_confusion_matrix(c.matrix, self.names, Path(folder) / "confusion_matrix.png", c.conf, c.iou))
+        if getattr(self, "pr", None) is not None:
+            out.append(plot_pr_curve(*self.pr, self.names, Path(folder) / "PR_curve.png", 0.5))
+        return out
+
     @torch.no_grad()
-    def plot_predictions(self, model: nn.Module, batch: dict, path: Path, conf: float = 0.25) -> Path:
+    def plot_predictions(self, model: nn.Module, batch: dict, path: Path, conf: float = PLOT_CONF) -> Path:
+        """Per image, ground truth beside the predictions scoring at least ``conf`` (best ``PLOT_MAX_DET``),
+        with a legend of the class colours; text only on boxes big enough to hold it without overlap.
+        Also writes the confusion matrix and PR curve of the last validation beside ``path``."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         dets, _ = self.detections(model, self.normalise(batch["img"].to(device)))
         model.train(was_training)
-        images = []
+        images, shown = [], []
+        idx = batch["batch_idx"].cpu()
         for i in range(min(len(dets), 8)):
-            d = dets[i][dets[i, :, 4] > conf].float().cpu().numpy()
-            images.append(draw_boxes(self.image_rgb(batch, i), d[:, :4], d[:, 5].astype(np.int64), self.names, d[:, 4]))
-        return save_grid(images, path)
+            d = dets[i][dets[i, :, 4] >= conf].float().cpu()
+            d = d[d[:, 4].argsort(descending=True)][:PLOT_MAX_DET].numpy()
+            gt_boxes, gt_cls = batch["boxes"][idx == i].cpu().numpy(), batch["cls"][idx == i].cpu().numpy()
+            rgb = self.image_rgb(batch, i)
+            pred_cls = d[:, 5].astype(np.int64)
+            gt = draw_boxes(rgb, gt_boxes, gt_cls.astype(np.int64), self.names, min_label_size=LABEL_MIN_SIZE)
+            pred = draw_boxes(rgb, d[:, :4], pred_cls, self.names, d[:, 4], min_label_size=LABEL_MIN_SIZE)
+            images.append(side_by_side([gt, pred], ["ground truth", f"predictions (conf >= {conf:g})"]))
+            shown.extend([*gt_cls.astype(np.int64).tolist(), *pred_cls.tolist()])
+        cols = 2 if len(images) > 1 else 1
+        legend = draw_legend(grid_width(images, cols), sorted(set(shown)), self.names) if shown else None
+        grid_path = save_grid(images, path, columns=cols, footer=legend)
+        try:
+            self.save_plots(Path(path).parent)
+        except Exception as exc:  # a plot must never stop a run
+            print(f"warning: confusion matrix / PR curve not written ({type(exc).__name__}: {exc})")
+        return grid_path

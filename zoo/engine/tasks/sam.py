@@ -36,7 +36,7 @@ from zoo.data.dataset import DetectionDataset, collate_detection
 from zoo.data.spec import DataSpec
 from zoo.engine.losses.sam import SamLoss
 from zoo.engine.metrics import MaskIoUMeter
-from zoo.engine.plotting import overlay_masks, save_grid
+from zoo.engine.plotting import overlay_masks, save_grid, side_by_side
 from zoo.engine.tasks.base import TASKS, BaseTask
 from zoo.engine.tasks.detect import box_augment
 from zoo.errors import ConfigError
@@ -308,23 +308,32 @@ class SamTask(BaseTask):
 
     @torch.no_grad()
     def plot_predictions(self, model: nn.Module, batch: dict, path: Path) -> Path:
-        """Box-prompted masks over the first images of ``batch``, boxes drawn."""
+        """Per image: the ground truth masks | masks from box prompts (boxes drawn) | masks from point
+        prompts (positive points green, negative red)."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         img = self.normalise(batch["img"].to(device))
         embeddings = image_embedding(model, img)
         images = []
-        for i in range(min(len(img), 8)):
+        titles = ["ground truth", "box prompts", "point prompts"]
+        for i in range(min(len(img), 6)):
             masks = batch["masks"][i]
             masks = masks[masks.flatten(1).sum(1) >= 4][:VAL_MAX_INSTANCES]
             rgb = self.image_rgb(batch, i)
             if len(masks) == 0:
-                images.append(rgb)
+                images.append(side_by_side([rgb, rgb, rgb], titles))
                 continue
-            prompts = self.eval_prompts(masks)["box"]
-            pred = self.predict_masks(model, embeddings[i:i + 1], prompts, masks.shape[-2:]).cpu().numpy()
-            boxes = [tuple(float(v) for v in b) for b in prompts["boxes"][0]]
-            images.append(np.asarray(overlay_masks(rgb, list(pred), boxes=boxes)))
+            prompts = self.eval_prompts(masks)
+            size = masks.shape[-2:]
+            by_box = self.predict_masks(model, embeddings[i:i + 1], prompts["box"], size).cpu().numpy()
+            by_pts = self.predict_masks(model, embeddings[i:i + 1], prompts["points"], size).cpu().numpy()
+            boxes = [tuple(float(v) for v in b) for b in prompts["box"]["boxes"][0]]
+            points = [(float(x), float(y), int(lab)) for xy, lb in zip(prompts["points"]["points"][0],
+                                                                       prompts["points"]["labels"][0])
+                      for (x, y), lab in zip(xy.tolist(), lb.tolist())]
+            gt = np.asarray(overlay_masks(rgb, list(masks.cpu().numpy().astype(bool))))
+            images.append(side_by_side([gt, np.asarray(overlay_masks(rgb, list(by_box), boxes=boxes)),
+                                        np.asarray(overlay_masks(rgb, list(by_pts), points=points))], titles))
         model.train(was_training)
-        return save_grid(images, path)
+        return save_grid(images, path, columns=1 if len(images) < 4 else 2)
