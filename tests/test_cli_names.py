@@ -96,7 +96,7 @@ def test_list_models():
 
 @pytest.mark.parametrize("argv", [["--help"], ["info", "--help"], ["list", "--help"], ["val", "--help"],
                                   ["predict", "--help"], ["sweep", "--help"], ["benchmark", "--help"],
-                                  ["train", "--help"]])
+                                  ["train", "--help"], ["export", "--help"]])
 def test_help_does_not_import_torch(argv):
     code = ("import sys\nfrom zoo.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")

@@ -24,6 +24,7 @@ TASK_COMMANDS = {
     "predict": "run a model on images and write overlays",
     "sweep": "build/measure/train every variant of a cfg",
     "benchmark": "latency, throughput and achieved GFLOP/s",
+    "export": "write a model as ONNX or TorchScript (with its metadata)",
 }
 
 

@@ -21,6 +21,7 @@ from zoo.checkpoint import Checkpoint, load_weights, read_checkpoint
 from zoo.checkpoint_plugins import allowed_plugins, checkpoint_config
 from zoo.config import ModelSpec, resolve_spec
 from zoo.errors import ConfigError
+from zoo.export import export_model
 from zoo.inference import predict as predict_images
 from zoo.nn.heads import DEFAULT_MAX_DET
 from zoo.results import Results
@@ -93,6 +94,8 @@ class Model(nn.Module):
             spec = resolve_spec(cfg, scale=scale, nc=nc)  # type: ignore[arg-type]
         with _gc_paused(), build_limits(max_params):
             self._build(spec, ch, plugins, trial_run)
+        # the file it was read from: exports are written beside it by default
+        self.checkpoint_path = Path(cfg) if ckpt is not None and isinstance(cfg, (str, Path)) else None
         if ckpt is not None and config is not None:
             self._restore(ckpt, config, {"scale": scale, "nc": nc})
         if verbose:
@@ -293,7 +296,10 @@ class Model(nn.Module):
         caller gives them (``plugins``, matched by file name or module name) or sets ``trust_plugins``.
         """
         ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path)
-        return cls(ckpt, plugins=tuple(plugins), trust_plugins=trust_plugins, **overrides)
+        model = cls(ckpt, plugins=tuple(plugins), trust_plugins=trust_plugins, **overrides)
+        if not isinstance(path, Checkpoint):
+            model.checkpoint_path = Path(path)
+        return model
 
     def _restore(self, ckpt: Checkpoint, config: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
         """Load a checkpoint's weights into the model just built from its config, then its name, names,
@@ -347,6 +353,23 @@ class Model(nn.Module):
         there; ``batch`` images run per forward. Runs in eval mode under ``no_grad`` and restores the
         model's mode after. SAM models take prompts: use :class:`zoo.SamPredictor`."""
         return predict_images(self, source, conf=conf, imgsz=imgsz, max_det=max_det, device=device, batch=batch)
+
+    # ------------------------------------------------------------------ export
+    def export(self, format: str = "onnx", imgsz: int | tuple[int, int] | None = None, dynamic: bool = False,
+               batch: int = 1, half: bool = False, opset: int | None = None, simplify: bool = False,
+               file: str | Path | None = None) -> Path:
+        """Write the deployed model (a copy: this one is unchanged) as ``format`` ``"onnx"`` or
+        ``"torchscript"`` and return the file: beside the checkpoint it was read from, else
+        ``<name>.onnx`` / ``<name>.torchscript`` in the current folder, unless ``file`` says.
+
+        The graph takes ``(B, 3, H, W)`` RGB in 0..1 and normalises inside; it returns detections
+        ``(B, K, 6)`` (NMS-free, best first) or class probabilities. ``imgsz``: N or (H, W), stride
+        multiples (default: the size :meth:`predict` uses); ``dynamic``: batch, height and width free;
+        ``batch``: the example batch; ``half``: float16 (CUDA runtimes); ``opset``: default 17;
+        ``simplify``: onnxscript's optimizer. The file carries names, imgsz, stride, task and version
+        (:class:`zoo.export.ExportMetadata`); run it with :class:`zoo.export.OnnxModel`."""
+        return export_model(self, format=format, imgsz=imgsz, dynamic=dynamic, batch=batch, half=half, opset=opset,
+                            simplify=simplify, file=file)
 
 
 def _checkpoint_source(cfg: Any) -> Checkpoint | None:

@@ -22,11 +22,21 @@ from zoo.wiring import RowContext, Wired, concat, custom, in_out, picked_output,
 
 __all__ = [
     "autopad", "fuse_conv_bn", "Conv", "DWConv", "Concat", "Index", "LayerNorm2d", "MLP", "attention",
-    "ULTRA_BN_EPS", "ULTRA_BN_MOMENTUM",
+    "ULTRA_BN_EPS", "ULTRA_BN_MOMENTUM", "exporting",
 ]
 
 ULTRA_BN_EPS = 1e-3
 ULTRA_BN_MOMENTUM = 0.03
+
+
+def exporting() -> bool:
+    """Whether the forward running now is being traced into a graph (TorchScript tracing, which
+    ``torch.onnx.export(dynamo=False)`` uses, or ``torch.export``, which the dynamo exporter uses).
+
+    Layers switch to their graph-friendly forms then: sizes stay symbolic instead of being read as
+    Python ints, caches keyed by sizes are bypassed, and CPU-only kernels give way to standard ops.
+    """
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 @register(wiring=in_out(spatial=stride_arg(3)))

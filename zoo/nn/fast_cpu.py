@@ -6,7 +6,8 @@ output is still in cache, and takes conv weights pre-packed into its blocked lay
 the ``torch.ops.mkldnn`` kernels that ``torch.compile``'s CPU backend emits for the same patterns.
 
 Used only where nothing needs them to be plain ops: no autograd, fp32 CPU tensors, outside FLOP
-counting (a dispatch mode) and ``torch.compile`` tracing. ``zoo.nn.fast_cpu.ENABLED = False`` switches
+counting (a dispatch mode), ``torch.compile`` / ``torch.export`` tracing and ``torch.jit.trace`` (so
+exported ONNX / TorchScript graphs never contain them). ``zoo.nn.fast_cpu.ENABLED = False`` switches
 them off (the plain ``act(layer(x))`` path, which the tests compare against).
 """
 from __future__ import annotations
@@ -54,12 +55,21 @@ def act_attr(act: nn.Module | None) -> tuple[str, str] | None:
     return None
 
 
+def _capturing_graph() -> bool:
+    """Whether the code runs to be recorded rather than computed: ``torch.compile``, ``torch.export``
+    (and the dynamo ONNX exporter on it) or ``torch.jit.trace`` (and the TorchScript ONNX exporter).
+    Two flag reads (~0.2 us); under dynamo the first is a constant and the second is never traced.
+    (``zoo.nn.common.exporting`` is the layers' narrower test: export and tracing, not compile.)"""
+    return torch.compiler.is_compiling() or torch._C._is_tracing()
+
+
 def usable(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
     """Whether a fused oneDNN call may replace the plain ops for input ``x`` and these parameters
     (``None`` entries, e.g. a missing bias, are ignored)."""
     # checked first: under torch.compile this is a constant True and nothing after it is traced
-    # (dynamo cannot trace the dispatch-mode query and would break the graph at every layer)
-    if torch.compiler.is_compiling():
+    # (dynamo cannot trace the dispatch-mode query and would break the graph at every layer); under
+    # export and tracing, exported graphs must hold plain ops only (no runtime has the mkldnn ones)
+    if _capturing_graph():
         return False
     if not ENABLED or not _HAS_MKLDNN or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
         return False

@@ -26,13 +26,11 @@ own names (``stem``, ``stages.{i}.{j}``, ``final_conv``) so its keys are timm's 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import attention
+from zoo.nn.common import attention, exporting
 from zoo.nn.mobilevit_common import ConvBNAct, InvertedResidual, MV2Stage, round_channels
 from zoo.nn.mobilevit_v2 import MobileViTBlockV2
 from zoo.nn.tiny_vit import heads_for
@@ -128,8 +126,10 @@ class MobileViTBlock(nn.Module):
         y = self.conv_1x1(self.conv_kxk(x))
         b, c, h, w = y.shape
         p = self.patch
-        hp, wp = math.ceil(h / p) * p, math.ceil(w / p) * p
-        resized = (hp, wp) != (h, w)
+        # integer ceil (not math.ceil) keeps traced sizes symbolic; a traced graph resizes always (a
+        # same-size bilinear resize is the identity) since the test would be frozen at the example size
+        hp, wp = (h + p - 1) // p * p, (w + p - 1) // p * p
+        resized = (hp, wp) != (h, w) or exporting()
         if resized:
             y = F.interpolate(y, size=(hp, wp), mode="bilinear", align_corners=False)
         nh, nw = hp // p, wp // p

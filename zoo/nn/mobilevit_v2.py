@@ -17,12 +17,11 @@ with 1x1 convolutions, so no transposes are needed; normalisation is GroupNorm w
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.nn.common import exporting
 from zoo.nn.mobilevit_common import ConvBNAct
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, same_size
@@ -111,8 +110,10 @@ class MobileViTBlockV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
         p = self.patch
-        hp, wp = math.ceil(h / p) * p, math.ceil(w / p) * p
-        if (hp, wp) != (h, w):
+        # integer ceil keeps traced sizes symbolic; a traced graph resizes always (same-size bilinear
+        # with aligned corners is the identity): the test would be frozen at the example size
+        hp, wp = (h + p - 1) // p * p, (w + p - 1) // p * p
+        if (hp, wp) != (h, w) or exporting():
             x = F.interpolate(x, size=(hp, wp), mode="bilinear", align_corners=True)
         y = self.conv_1x1(self.conv_kxk(x))
         b, c = y.shape[:2]

@@ -193,8 +193,10 @@ def sincos_position_embedding_2d(h: int, w: int, dim: int, temperature: float = 
         raise ValueError(f"2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
-    rows = torch.arange(h, dtype=torch.float32, device=device).repeat_interleave(w)
-    cols = torch.arange(w, dtype=torch.float32, device=device).repeat(h)
+    # broadcasts rather than repeat / repeat_interleave, whose ONNX forms need constant repeat counts:
+    # an exported graph takes h and w from the input's size
+    rows = torch.arange(h, dtype=torch.float32, device=device).view(-1, 1).expand(-1, w).reshape(-1)
+    cols = torch.arange(w, dtype=torch.float32, device=device).view(1, -1).expand(h, -1).reshape(-1)
     out_r, out_c = rows[:, None] * omega[None], cols[:, None] * omega[None]
     emb = torch.cat([out_r.sin(), out_r.cos(), out_c.sin(), out_c.cos()], dim=1)
     return emb[None].to(dtype)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, fuse_conv_bn
+from zoo.nn.common import MLP, ULTRA_BN_EPS, ULTRA_BN_MOMENTUM, exporting, fuse_conv_bn
 from zoo.nn.deformable_attention import MSDeformAttn
 from zoo.nn.fast_cpu import conv_act, linear_act
 from zoo.nn.heads import DEFAULT_MAX_DET
@@ -220,6 +220,8 @@ class RTDETRDecoder(nn.Module):
         self.strides = [float(s) for s in strides]
 
     def _anchors_for(self, shapes: list[tuple[int, int]], ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if exporting():  # traced sizes: the graph builds the anchors for whatever size comes in
+            return generate_anchors(shapes, dtype=ref.dtype, device=ref.device)
         key = (tuple(shapes), ref.device, ref.dtype)
         if self._anchor_key != key or self._anchors is None:
             self._anchors = generate_anchors(shapes, dtype=ref.dtype, device=ref.device)
@@ -233,7 +235,8 @@ class RTDETRDecoder(nn.Module):
         tokens, shapes = [], []
         for proj, feat in zip(self.input_proj, x):
             y = conv_act(feat, proj[0]) if len(proj) == 1 else proj(feat)
-            shapes.append((int(y.shape[2]), int(y.shape[3])))
+            # while tracing, sizes stay traced values (int() would bake this input's size into the graph)
+            shapes.append((y.shape[2], y.shape[3]) if exporting() else (int(y.shape[2]), int(y.shape[3])))
             tokens.append(y.flatten(2).transpose(1, 2))
         return torch.cat(tokens, 1), shapes
 
@@ -246,8 +249,12 @@ class RTDETRDecoder(nn.Module):
         # a zeroed cell projects to the bias: set the few invalid rows (the level-0 border at 640)
         # after the GEMM instead of masking every input row before it
         memory = linear_act(feats, project)
-        invalid = (~valid[0, :, 0]).nonzero().squeeze(1)
-        memory[:, invalid] = project.bias if project.bias is not None else 0.0
+        fill = project.bias if project.bias is not None else memory.new_zeros(())
+        if exporting():  # the same values without an in-place write through data-dependent indices
+            memory = torch.where(valid, memory, fill)
+        else:
+            invalid = (~valid[0, :, 0]).nonzero().squeeze(1)
+            memory[:, invalid] = fill
         memory = norm(memory)
         return memory, linear_act(memory, self.enc_score_head)
 
@@ -257,7 +264,8 @@ class RTDETRDecoder(nn.Module):
         b = feats.shape[0]
         anchors, valid = self._anchors_for(shapes, feats)
         memory, scores = self.encoder_scores(feats, valid)
-        k = min(self.num_queries, memory.shape[1])
+        # a traced graph keeps nq queries whatever the size (it needs at least nq cells: ONNX TopK fails else)
+        k = self.num_queries if exporting() else min(self.num_queries, memory.shape[1])
         top = torch.topk(scores.max(-1).values, k, dim=1).indices  # (B, k)
         gather = top.unsqueeze(-1)
         top_memory = memory.gather(1, gather.expand(-1, -1, memory.shape[-1]))
@@ -309,5 +317,7 @@ class RTDETRDecoder(nn.Module):
         labels = idx % nc
         picked = boxes.gather(1, (idx // nc).unsqueeze(-1).expand(-1, -1, 4))
         xyxy = xywh_to_xyxy(picked)
-        xyxy = xyxy * xyxy.new_tensor([img_w, img_h, img_w, img_h])
+        # x and y scaled apart, by the sizes as they come (ints, traced or symbolic sizes while exporting):
+        # a new tensor built from them would hold this input's size as a constant of an exported graph
+        xyxy = torch.stack((xyxy[..., 0::2] * img_w, xyxy[..., 1::2] * img_h), -1).flatten(-2)
         return torch.cat([xyxy, scores.unsqueeze(-1), labels.unsqueeze(-1).to(xyxy.dtype)], -1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from zoo.nn.common import MLP, LayerNorm2d
+from zoo.nn.common import MLP, LayerNorm2d, exporting
 from zoo.nn.fast_cpu import deconv_act
 from zoo.nn.sam_transformer import TwoWayTransformer
 
@@ -71,7 +71,10 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(rows, -1, -1).to(sparse.dtype), sparse], dim=1)
 
         per_image = rows // image_embeddings.shape[0]
-        src = image_embeddings.repeat_interleave(per_image, dim=0) if per_image > 1 else image_embeddings
+        # an exported graph takes one prompt row per image (zoo.export.sam): a traced size check would
+        # be frozen to the example's answer anyway
+        shared = not exporting() and per_image > 1
+        src = image_embeddings.repeat_interleave(per_image, dim=0) if shared else image_embeddings
         # summed in channels-last memory: the transformer reads it as (B, h*w, C) tokens without a copy
         src = (src.permute(0, 2, 3, 1) + dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         b, c, h, w = src.shape

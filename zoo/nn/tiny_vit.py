@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import attention
+from zoo.nn.common import attention, exporting
 from zoo.nn.conv_norm_act import ConvNormAct
 from zoo.nn.fast_cpu import linear_act
 from zoo.registry import register
@@ -227,7 +227,9 @@ class TinyViTAttention(nn.Module):
         pad_b, pad_r = (-h) % win, (-w) % win
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        if pad_b or pad_r:
+        # a traced graph pads always (by amounts computed from its input's size, zero when none is
+        # needed): the test here would be frozen at the example size
+        if pad_b or pad_r or exporting():
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
         nh, nw = hp // win, wp // win

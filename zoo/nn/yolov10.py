@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.nn.common import Conv, attention
+from zoo.nn.common import Conv, attention, exporting
 from zoo.nn.fast_cpu import conv_act
 from zoo.nn.heads import DEFAULT_MAX_DET
 from zoo.ops.anchors import dfl_expectation, dist2bbox, make_anchors
@@ -352,8 +352,15 @@ class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
         if self.training:
             return raw
         decoded = self.decode(raw["one2many"] if not self.end2end and "one2many" in raw else one2one)
+        limit = self.max_det if max_det is None else max_det
         # decoded is a transposed view of a contiguous (B, A, 4 + nc): the top-k reads that directly
-        detections = v10_postprocess(decoded.transpose(1, 2), self.max_det if max_det is None else max_det)
+        preds = decoded.transpose(1, 2)
+        if exporting():
+            # a traced graph's top-k sizes are constants of the example: max_det filler anchors scoring
+            # -1 (below every real score, so they are never picked before one) keep them valid for
+            # inputs with fewer anchors; an input with A * nc >= max_det gives the eager detections
+            preds = F.pad(preds, (0, 0, 0, limit), value=-1.0)
+        detections = v10_postprocess(preds, limit)
         return detections, {"decoded": decoded, **raw}
 
     def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
@@ -371,8 +378,12 @@ class v10Detect(nn.Module):  # noqa: N801  (the YAML / checkpoint name)
         return torch.cat((xywh, cls.sigmoid()), -1).transpose(1, 2)
 
     def _anchors(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if exporting():
+            # an exported graph computes its anchors from the input's (possibly symbolic) sizes; a
+            # cached tensor would be baked in as a constant of the example size (or leak a fake tensor)
+            return make_anchors(levels, self.stride, 0.5)
         key = (tuple(lvl.shape[-2:] for lvl in levels), levels[0].device, levels[0].dtype)
         if self._anchor_cache is None or self._anchor_cache[0] != key:
-            anchors, strides = make_anchors(levels, self.stride.tolist(), 0.5)
+            anchors, strides = make_anchors(levels, self.stride, 0.5)
             self._anchor_cache = (key, anchors, strides)
         return self._anchor_cache[1], self._anchor_cache[2]

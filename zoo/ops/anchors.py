@@ -21,14 +21,18 @@ def grid_anchors(shapes: Sequence[tuple[int, int]], strides: Sequence[float] | t
                  device: torch.device, dtype: torch.dtype, offset: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell centres of levels of sizes ``shapes`` [(H, W), ...]: ``(A, 2)`` x, y in cells of their own
     level (``offset`` 0.5 = the centre), row-major per level, levels in order; and each anchor's
-    stride ``(A, 1)``. Multiply the two for pixels."""
+    stride ``(A, 1)``. Multiply the two for pixels.
+
+    Strides given as a tensor (a head's ``stride`` buffer) stay tensor ops: no Python number is read
+    from it, so ``torch.export`` can trace this with the buffer unknown and sizes symbolic."""
+    level_strides = torch.as_tensor(strides, dtype=dtype, device=device).reshape(-1)
     points, steps = [], []
-    for (h, w), stride in zip(shapes, strides):
+    for level, (h, w) in enumerate(shapes):
         xs = torch.arange(w, device=device, dtype=dtype) + offset
         ys = torch.arange(h, device=device, dtype=dtype) + offset
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         points.append(torch.stack((gx, gy), -1).reshape(-1, 2))
-        steps.append(torch.full((h * w, 1), float(stride), device=device, dtype=dtype))
+        steps.append(level_strides[level].expand(h * w, 1))
     return torch.cat(points), torch.cat(steps)
 
 
