@@ -27,89 +27,64 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / ".." / "shared" / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
+from reference_pairs import (REPO, copy_weights, max_abs, mobile_sam_pair, rtdetr_pair,  # noqa: E402
+                             rtdetr_ref_queries, rtdetr_zoo_queries, yolov10n_one2one_diff,
+                             yolov10n_pair)
+
 CASES = ("yolov10n", "yolov10n-fuse-only", "rtdetr-l", "sam-encoder", "sam-box-decoder", "yolov10n-build",
          "yolov10n-train-step")
 
 
-def _relaunch(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run this script again under the reference interpreter, with the repo importable."""
+def relaunch_in_reference_env(ref_python: str, argv: list[str], script: str | Path = __file__) -> int:
+    """Run ``script`` again under the reference interpreter, with the repo importable and
+    ``--in-reference-env`` added (tools/bench_export.py reuses this)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    rest = [a for a in argv if a != "--ref-python" and a != args.ref_python]
-    return subprocess.call([args.ref_python, str(Path(__file__).resolve()), "--in-reference-env", *rest], env=env)
+    rest = [a for a in argv if a != "--ref-python" and a != ref_python]
+    return subprocess.call([ref_python, str(Path(script).resolve()), "--in-reference-env", *rest], env=env)
 
 
 # ----------------------------------------------------------------------------- timing
-def interleaved(zoo_fn: Callable[[], Any], ref_fn: Callable[[], Any], runs: int,
-                warmup: int) -> tuple[float, float, tuple[float, float]]:
-    """Median ms of each side over ``runs`` calls, alternating which side goes first each round,
-    plus the quartiles of the per-round ratios (zoo / reference of the same round): how much the
-    ratio itself moves while the machine's speed drifts."""
+def interleaved_times(sides: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """ms of every timed call, per side: ``warmup`` untimed rounds, then ``runs`` rounds that call
+    each side once, the order rotated by one each round (two sides simply alternate) so that load
+    from other processes hits every side alike and none always runs first."""
     for _ in range(warmup):
-        zoo_fn()
-        ref_fn()
-    times: dict[str, list[float]] = {"zoo": [], "ref": []}
-    sides = [("zoo", zoo_fn), ("ref", ref_fn)]
+        for fn in sides.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides.items())
     for i in range(runs):
-        for name, fn in (sides if i % 2 == 0 else sides[::-1]):
+        shift = i % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1e3)
-    ratios = [z / r for z, r in zip(times["zoo"], times["ref"])]
+    return times
+
+
+def ratio_quartiles(numerator: list[float], denominator: list[float]) -> tuple[float, float]:
+    """q1 and q3 of the per-round ratios: how much a ratio itself moves while the machine's speed drifts."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
-    return statistics.median(times["zoo"]), statistics.median(times["ref"]), (q1, q3)
+    return q1, q3
 
 
-def max_abs(a: Any, b: Any) -> float:
-    import torch
-
-    return float((a.float() - b.float()).abs().max())
-
-
-def roughen_norms(model: Any, seed: int = 0) -> None:
-    """Give BatchNorm layers non-trivial statistics so that fusing them is actually tested."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-
-
-def copy_weights(ref: Any, zoo_model: Any) -> None:
-    """Load the reference state dict into the zoo model; keys and shapes must match one to one."""
-    sd = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
-    own = {k for k in zoo_model.state_dict() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = own - set(sd), set(sd) - own
-    if missing or unexpected:
-        raise RuntimeError(f"state dicts differ: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    zoo_model.load_state_dict(sd, strict=False)
+def interleaved(zoo_fn: Callable[[], Any], ref_fn: Callable[[], Any], runs: int,
+                warmup: int) -> tuple[float, float, tuple[float, float]]:
+    """Median ms of each side over ``runs`` interleaved calls, plus the quartiles of the per-round
+    ratios (zoo / reference of the same round)."""
+    times = interleaved_times({"zoo": zoo_fn, "ref": ref_fn}, runs, warmup)
+    return (statistics.median(times["zoo"]), statistics.median(times["ref"]),
+            ratio_quartiles(times["zoo"], times["ref"]))
 
 
 # ----------------------------------------------------------------------------- cases
 def case_yolov10n(opts: argparse.Namespace, deploy: bool = True) -> dict[str, Any]:
     import torch
-    from ultralytics.nn.tasks import DetectionModel
 
-    from zoo import Model
-
-    torch.manual_seed(0)
-    ref = DetectionModel("yolov10n.yaml", verbose=False)
-    roughen_norms(ref)
-    zoo_model = Model(REPO / "cfg" / "yolov10n.yaml")
-    copy_weights(ref, zoo_model)
-    # End-to-end (NMS-free) inference on the reference too: its fuse() then drops the one-to-many
-    # branch and its output is the top-k detections (B, 300, 6), the same work as zoo's deploy.
-    ref.model[-1].end2end = True
-    ref.eval().fuse(verbose=False)
-    zoo_model.eval()
+    ref, zoo_model = yolov10n_pair()
     zoo_model.deploy() if deploy else zoo_model.fuse()
     zoo_model = apply_fast_paths(zoo_model, opts)
     x = torch.rand(1, 3, opts.imgsz, opts.imgsz)
@@ -122,11 +97,7 @@ def case_yolov10n(opts: argparse.Namespace, deploy: bool = True) -> dict[str, An
         with torch.no_grad():
             return ref(x)
 
-    # compare the one-to-one head's raw maps (box distributions + class logits): with random weights
-    # many scores tie closely, so the top-k lists can differ in order without any real difference
-    zoo_raw = torch.cat([lvl.flatten(2) for lvl in run_zoo()[1]["one2one"]], 2)
-    ref_raw = run_ref()[1]["one2one"]
-    diff = max_abs(zoo_raw, torch.cat((ref_raw["boxes"], ref_raw["scores"]), 1))
+    diff = yolov10n_one2one_diff(run_zoo(), run_ref())
     zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
     name = f"yolov10n {opts.imgsz} " + ("deploy vs fused" if deploy else "fuse only (both heads) vs fused")
     return dict(model=name, zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff)
@@ -134,63 +105,29 @@ def case_yolov10n(opts: argparse.Namespace, deploy: bool = True) -> dict[str, An
 
 def case_rtdetr(opts: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from ultralytics.nn.tasks import RTDETRDetectionModel
 
-    from zoo import Model
-
-    torch.manual_seed(0)
-    ref = RTDETRDetectionModel("rtdetr-l.yaml", verbose=False)
-    roughen_norms(ref)
-    zoo_model = Model(REPO / "cfg" / "rtdetr-l.yaml")
-    copy_weights(ref, zoo_model)
-    ref.eval().fuse(verbose=False)
-    zoo_model.eval().fuse()
+    ref, zoo_model = rtdetr_pair()
+    zoo_model.fuse()
     zoo_model = apply_fast_paths(zoo_model, opts)
     x = torch.rand(1, 3, opts.imgsz, opts.imgsz)
 
     def run_zoo() -> Any:
         with torch.no_grad(), fast_context(opts):
-            _, raw = zoo_model(x)
-            return torch.cat((raw["dec_bboxes"], raw["dec_scores"].sigmoid()), -1)
+            return rtdetr_zoo_queries(zoo_model(x))
 
     def run_ref() -> Any:
         with torch.no_grad():
-            _, (dec_bboxes, dec_scores, *_) = ref(x)  # eval: the last decoder layer, (1, B, Q, 4 / nc)
-            return torch.cat((dec_bboxes[-1], dec_scores[-1].sigmoid()), -1)
+            return rtdetr_ref_queries(ref(x))
 
     diff = max_abs(run_zoo(), run_ref())
     zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
     return dict(model=f"rtdetr-l {opts.imgsz} fused", zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff)
 
 
-def _mobile_sam(opts: argparse.Namespace) -> tuple[Any, Any]:
-    """Ultralytics' MobileSAM and the zoo's sam-tinyvit with the same weights (the fixture's random
-    MobileSAM checkpoint if present, else the reference's own initialisation), via zoo's key map."""
-    import torch
-    from ultralytics.models.sam.build import build_mobile_sam
-
-    from zoo import Model
-
-    torch.manual_seed(0)
-    ref = build_mobile_sam()
-    path = FIXTURES / "mobile_sam" / "mobile_sam.pt"
-    if path.exists():
-        sd = {k: v.float() for k, v in torch.load(path, weights_only=True).items()}
-        ref.load_state_dict(sd, strict=False)
-    sd = ref.state_dict()
-    zoo_model = Model(REPO / "cfg" / "sam-tinyvit.yaml")
-    report = zoo_model.load(dict(sd), strict=False, verbose=False)
-    if report.missing or report.mismatched:
-        raise RuntimeError(f"MobileSAM weights did not map onto the zoo model: {report}")
-    ref.eval()
-    zoo_model.eval().fuse()
-    return ref, zoo_model
-
-
 def case_sam(opts: argparse.Namespace, part: str) -> dict[str, Any]:
     import torch
 
-    ref, zoo_model = _mobile_sam(opts)
+    ref, zoo_model = mobile_sam_pair()
     zoo_model = apply_fast_paths(zoo_model, opts)
     encoder_rows = list(zoo_model.model)[:-1]  # the cfg is a plain chain: TinyViT rows, then the neck
     head = zoo_model.model[-1]
@@ -379,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.in_reference_env:
         if not args.ref_python:
             p.error("--ref-python is required (the reference environment's interpreter)")
-        return _relaunch(args, argv)
+        return relaunch_in_reference_env(args.ref_python, argv)
 
     import torch
 

@@ -9,6 +9,10 @@ Each image goes through the same steps as ``zoo predict``: detectors get a lette
 ``imgsz`` x ``imgsz``, classifiers a centre crop; pixels are normalised as in training
 (:mod:`zoo.data.normalise`); the model runs in eval mode under ``no_grad``; detections come from the
 head contract (:mod:`zoo.nn.heads`) and are mapped back to the original image's pixels.
+
+``model`` is a zoo Model or anything with the same small interface (``task``, ``names``, ``name``,
+parameters for the device, the head contract's forward), such as an exported file behind
+:class:`zoo.export.ExportedModule`: one predict path for both.
 """
 from __future__ import annotations
 
@@ -115,7 +119,11 @@ def load_images(source: Any) -> Iterator[SourceImage]:
 
 def predict_imgsz(model: Any, imgsz: int | None) -> int:
     """The input size: ``imgsz``, else the size the checkpoint was trained at, else the cfg's
-    ``imgsz``, else the task's default (the rule ``zoo predict`` follows)."""
+    ``imgsz``, else the task's default (the rule ``zoo predict`` follows). A model with a
+    ``check_imgsz`` (an exported graph, which takes only some sizes) decides itself."""
+    check = getattr(model, "check_imgsz", None)
+    if check is not None:
+        return int(check(imgsz))
     size = imgsz or getattr(model, "imgsz", None) or (model.yaml or {}).get("imgsz") or DEFAULT_IMGSZ.get(model.task)
     return int(size)
 

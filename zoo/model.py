@@ -367,7 +367,12 @@ class Model(nn.Module):
         multiples (default: the size :meth:`predict` uses); ``dynamic``: batch, height and width free;
         ``batch``: the example batch; ``half``: float16 (CUDA runtimes); ``opset``: default 17;
         ``simplify``: onnxscript's optimizer. The file carries names, imgsz, stride, task and version
-        (:class:`zoo.export.ExportMetadata`); run it with :class:`zoo.export.OnnxModel`."""
+        (:class:`zoo.export.ExportMetadata`); run it with :func:`zoo.load_exported` (``.predict(source)``)
+        or ``zoo predict / val / benchmark FILE``.
+
+        A SAM exports as two ONNX graphs (:mod:`zoo.export.sam`): the image encoder, whose path is
+        returned, and the prompt decoder beside it (``x-encoder.onnx`` -> ``x-decoder.onnx``); ``file``
+        is then a folder or a path prefix."""
         return export_model(self, format=format, imgsz=imgsz, dynamic=dynamic, batch=batch, half=half, opset=opset,
                             simplify=simplify, file=file)
 

@@ -40,6 +40,7 @@ SWEEPABLE_NEW_KEYS = ("nc", "imgsz")  # top-level keys --set may add when the cf
 
 CSV_COLUMNS = ("variant", "scale", "overrides", "imgsz", "batch", "device", "layers", "params", "gflops",
                "gflops_deploy", "latency_ms", "latency_p90_ms", "images_per_s", "gflops_per_s",
+               "ort_latency_ms", "ort_latency_p90_ms",  # with --format onnx: the exported graph on ONNX Runtime
                "metric_name", "metric", "train_time_s", "duplicate_of", "shape_hash", "train_dir")
 
 

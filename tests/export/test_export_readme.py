@@ -29,3 +29,4 @@ def test_the_export_section_runs_as_written(tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "yolov10n.onnx").is_file()
     out = capsys.readouterr().out
     assert "detect (320, 320) 32 class0 True" in out and "(2, 300, 6)" in out
+    assert "1 (240, 320, 3)" in out  # the exported file's predict: one Results at the original size

@@ -4,6 +4,11 @@ MODEL is a shipped cfg's name, a model YAML or a checkpoint. The file goes besid
 to ``<name>.onnx`` in the current folder (``--output`` to choose). It takes ``(B, 3, H, W)`` RGB in
 0..1, normalises inside, and returns detections ``(B, K, 6)`` (NMS-free) or class probabilities;
 its metadata (names, imgsz, stride, task, zoo version, preprocessing) is all a runtime needs.
+``zoo predict / val / benchmark FILE`` run it.
+
+A SAM (segment) model writes two ONNX graphs, ``<name>-encoder.onnx`` (once per image) and
+``<name>-decoder.onnx`` (per prompt), and reports both (:mod:`zoo.export.sam`; ``--output``: a folder or a
+path prefix).
 """
 from __future__ import annotations
 
@@ -35,14 +40,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zoo.export import export_model
+    from zoo.export.exporter import export_segment
     from zoo.model import build_model
 
     start = time.perf_counter()
     model = build_model(args.cfg, args.scale, None, list(args.plugin), bool(args.trust_plugins))
     if args.weights:
         model.load(args.weights, verbose=False).require_fit("exporting it would write random weights")
-    path = export_model(model, format=args.format, imgsz=args.imgsz, dynamic=args.dynamic, batch=args.batch,
-                        half=args.half, opset=args.opset, simplify=args.simplify, file=args.output)
+    options = dict(format=args.format, imgsz=args.imgsz, dynamic=args.dynamic, batch=args.batch, half=args.half,
+                   opset=args.opset, simplify=args.simplify, file=args.output)
+    if model.task == "segment":
+        encoder, decoder = export_segment(model, **options)
+        seconds = time.perf_counter() - start
+        sizes = " + ".join(f"{Path(p).stat().st_size / 1e6:.1f}" for p in (encoder, decoder))
+        print(f"exported {encoder} and {decoder} ({sizes} MB, onnx, segment: image encoder + prompt decoder) "
+              f"in {seconds:.1f}s")
+        return 0
+    path = export_model(model, **options)
     seconds = time.perf_counter() - start
     size_mb = Path(path).stat().st_size / 1e6
     print(f"exported {path} ({size_mb:.1f} MB, {args.format}, {model.task}) in {seconds:.1f}s")

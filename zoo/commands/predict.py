@@ -10,6 +10,12 @@ the size the checkpoint was trained at, else the cfg's ``imgsz``, else the task'
 224), normalised as in training (:mod:`zoo.data.normalise`), and drawn at their original resolution,
 one file per image. Detections come from the head contract (:mod:`zoo.nn.heads`), so any detection head works.
 
+An exported ``.onnx`` (ONNX Runtime: the CPU provider, the CUDA one with ``--device cuda``) or
+``.torchscript`` file runs through this same code (:class:`zoo.export.ExportedModule`): the same
+letterbox / centre crop, boxes mapped back to the original pixels, class names from the file's
+metadata, the same images, labels and JSON. Its size defaults to the one it was exported at; a static
+graph refuses another ``--imgsz`` (re-export, or export with ``--dynamic``).
+
 Outputs go to ``--project``/``--name`` (default ``runs/predict/predict``), numbered like training runs
 (``predict2``, ...; ``--exist-ok`` reuses the folder), or into ``--out`` as is. The folder is claimed when
 the first image has been read, so a run where no input can be read leaves nothing behind. Each input gets
@@ -40,6 +46,7 @@ from zoo.engine.plotting import draw_boxes, draw_label
 from zoo.engine.run_folder import claim_run_folder
 from zoo.engine.tasks.base import TASKS
 from zoo.errors import DataError, ZooError
+from zoo.export import is_exported_file, load_exported
 from zoo.model import build_model
 from zoo.nn.heads import detect
 
@@ -190,15 +197,26 @@ def classify_image(model: torch.nn.Module, image: np.ndarray, imgsz: int) -> np.
     return logits.float().softmax(-1)[0].cpu().numpy()
 
 
-def run(args: argparse.Namespace) -> int:
-    source = _source(args)
-    outputs = PredictOutputs(args)
-    info = _checkpoint_info(args.cfg)
+def _load_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The model to run, in eval mode on ``--device``: a checkpoint / cfg (with ``--weights``), or an
+    exported file behind the same interface."""
+    if is_exported_file(args.cfg):
+        for flag in ("weights", "scale"):
+            if getattr(args, flag, None):
+                raise PredictError(f"--{flag} does not apply to an exported file ({args.cfg}): its weights are inside it")
+        return load_exported(args.cfg, args.device).as_module().eval()
     model = build_model(args.cfg, args.scale, None, list(getattr(args, "plugin", None) or []),
                         bool(getattr(args, "trust_plugins", False)))
     if args.weights:
         model.load(args.weights, verbose=True).require_fit("predicting with it would use random weights")
-    model.to(torch.device(args.device)).eval()
+    return model.to(torch.device(args.device)).eval()
+
+
+def run(args: argparse.Namespace) -> int:
+    source = _source(args)
+    outputs = PredictOutputs(args)
+    info = _checkpoint_info(args.cfg)
+    model = _load_model(args)
     task = model.task
     trained_size = (info.get("args") or {}).get("imgsz")
     names = list(info.get("names") or [model.names[i] for i in sorted(model.names)])
@@ -211,10 +229,13 @@ def run(args: argparse.Namespace) -> int:
         if outputs.save_txt:
             raise PredictError("--save-txt writes detection / classification labels; for SAM use --save-json")
         imgsz = args.imgsz or trained_size
+    elif task in IMAGE_TASKS and hasattr(model, "check_imgsz"):  # an exported graph takes only some sizes
+        imgsz = model.check_imgsz(args.imgsz)
     elif task in IMAGE_TASKS:
         imgsz = int(args.imgsz or trained_size or model.yaml.get("imgsz") or TASKS.get(task).default_imgsz)
     else:
-        raise PredictError(f"zoo predict does not know the task '{task}' of head {type(model.model[-1]).__name__}")
+        what = f"head {type(model.model[-1]).__name__}" if hasattr(model, "model") else str(args.cfg)
+        raise PredictError(f"zoo predict does not know the task '{task}' of {what}")
     images = _images(source)
     done = 0
     for path in images:

@@ -8,7 +8,7 @@ __all__ = ["add_arguments", "add_prompt_arguments", "parse_point", "parse_box"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt) or model YAML")
+    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt), model YAML, or an exported .onnx / .torchscript")
     p.add_argument("source", nargs="?", metavar="SOURCE",
                    help="an image, a folder of images (searched recursively) or a .txt list of image paths")
     p.add_argument("--source", dest="source_option", metavar="SOURCE", help="the same as the positional SOURCE")

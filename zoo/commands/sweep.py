@@ -4,6 +4,10 @@ Writes ``sweep.csv`` (one row per variant, rewritten after each) and ``sweep.png
 ``<project>/<name>`` (default ``runs/sweep/<cfg stem>``, numbered unless ``--exist-ok``). Re-running
 the same command with ``--exist-ok`` continues an interrupted sweep: variants already in the CSV
 are not measured (or trained) again. Variant paths for ``--set`` are described in :mod:`zoo.variants`.
+
+``--format onnx`` also exports each variant's deployed graph (static, at the measuring size and batch)
+to a temporary file and times it on ONNX Runtime by the same method (:func:`zoo.latency.benchmark_exported`):
+the ``ORT ms`` column beside the PyTorch latency (``ort_latency_ms`` / ``ort_latency_p90_ms`` in the CSV).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch for latency / throughput")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, N or auto")
     p.add_argument("--half", action="store_true", help="time in float16 (CUDA only)")
+    p.add_argument("--format", choices=("onnx",),
+                   help="also export each variant and time it on this runtime: onnx adds an 'ORT ms' column")
     p.add_argument("--runs", type=int, default=10, help="timed runs per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs per variant")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); 1 gives steadier "
@@ -75,7 +81,25 @@ def _measure(model, imgsz: int, args: argparse.Namespace, device) -> dict[str, A
     row = {"layers": info["layers"], "params": info["params"], "gflops": info["gflops"],
            "gflops_deploy": gflops_deploy, "latency_ms": timing.median_ms, "latency_p90_ms": timing.p90_ms,
            "images_per_s": timing.images_per_s, "gflops_per_s": timing.gflops_per_s}
+    if getattr(args, "format", None) == "onnx":
+        row.update(_measure_onnx(model, imgsz, args, device))
     return row
+
+
+def _measure_onnx(model, imgsz: int, args: argparse.Namespace, device) -> dict[str, Any]:
+    """The variant exported to a temporary ONNX file and timed on ONNX Runtime (the file is removed)."""
+    import tempfile
+
+    from zoo.export import export_model, load_exported
+    from zoo.latency import benchmark_exported
+
+    with tempfile.TemporaryDirectory(prefix="zoo-sweep-") as folder:
+        path = export_model(model, "onnx", imgsz=imgsz, batch=args.batch, half=args.half,
+                            file=Path(folder) / "variant.onnx")
+        session = load_exported(path, str(device), threads=args.threads)
+        timing = benchmark_exported(session, batch=args.batch, runs=args.runs, warmup=args.warmup)
+        del session  # the runtime keeps the file open on some systems: close it before the folder goes
+    return {"ort_latency_ms": timing.median_ms, "ort_latency_p90_ms": timing.p90_ms}
 
 
 def _train(variant, imgsz: int, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
@@ -119,10 +143,12 @@ def _num(value: Any) -> float | None:
         return None
 
 
-def format_table(rows: list[dict[str, Any]], trained: bool) -> str:
-    """A Markdown table (readable in a terminal and pastable into a README)."""
+def format_table(rows: list[dict[str, Any]], trained: bool, onnx: bool = False) -> str:
+    """A Markdown table (readable in a terminal and pastable into a README); ``onnx``: with the ORT column."""
     head = ["variant", "layers", "params", "GFLOPs train", "GFLOPs deploy", "latency ms", "p90 ms", "images/s",
             "GFLOP/s"]
+    if onnx:
+        head.insert(head.index("p90 ms") + 1, "ORT ms")
     if trained:
         head += ["metric", "train s"]
     rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"
@@ -137,6 +163,8 @@ def format_table(rows: list[dict[str, Any]], trained: bool) -> str:
         cells = [name, f(r.get("layers"), ",.0f"), f(r.get("params"), ",.0f"), f(r.get("gflops"), ".4g"),
                  f(r.get("gflops_deploy"), ".4g"), f(r.get("latency_ms"), ".1f"), f(r.get("latency_p90_ms"), ".1f"),
                  f(r.get("images_per_s"), ".2f"), f(r.get("gflops_per_s"), ".1f")]
+        if onnx:
+            cells.insert(head.index("ORT ms"), f(r.get("ort_latency_ms"), ".1f"))
         if trained:
             metric = f(r.get("metric"), ".4f")
             shown = f"{r.get('metric_name')} {metric}" if metric != "n/a" else metric
@@ -176,6 +204,11 @@ def run(args: argparse.Namespace) -> int:
     if args.half and device.type != "cuda":
         raise ConfigError("--half needs a CUDA --device", file=args.cfg)
     imgsz_of = {v.name: _imgsz_of(v, args) for v in variants}
+    if args.format == "onnx":  # before any variant is measured, not after the first one
+        from zoo.export.options import require
+
+        require("onnx", "zoo sweep --format onnx")
+        require("onnxruntime", "zoo sweep --format onnx")
 
     run_dir = increment_path(Path(args.project) / (args.name or Path(args.cfg).stem), bool(args.exist_ok))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +218,9 @@ def run(args: argparse.Namespace) -> int:
     for name, row in done.items():
         if name in imgsz_of:
             _check_resumable(row, {"imgsz": imgsz_of[name], "batch": args.batch, "device": str(device)}, csv_path)
-    todo = [v for v in variants if v.name not in done or (args.train and not done[v.name].get("metric"))]
+    onnx = args.format == "onnx"
+    todo = [v for v in variants if v.name not in done or (args.train and not done[v.name].get("metric"))
+            or (onnx and not done[v.name].get("ort_latency_ms"))]
     if done:
         print(f"continuing {csv_path}: {len(variants) - len(todo)} of {len(variants)} variants already measured")
     by_hash = {r["shape_hash"]: r for r in done.values() if r.get("shape_hash") and not r.get("duplicate_of")}
@@ -209,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"variant '{variant.name}' builds the same model as '{twin['variant']}' (same parameter shapes, "
                        f"{int(float(twin['params'])):,} params, imgsz {imgsz}): not measured again")
             keep = ("layers", "params", "gflops", "gflops_deploy", "latency_ms", "latency_p90_ms", "images_per_s",
-                    "gflops_per_s", "metric_name", "metric", "train_time_s", "train_dir")
+                    "gflops_per_s", "ort_latency_ms", "ort_latency_p90_ms", "metric_name", "metric", "train_time_s", "train_dir")
             row.update({k: twin.get(k) for k in keep}, duplicate_of=twin["variant"])
         else:
             row.update(_measure(model, imgsz, args, device))
@@ -222,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
 
     rows = ordered()
-    print(format_table([r for r in rows if r["variant"] in imgsz_of], args.train))
+    print(format_table([r for r in rows if r["variant"] in imgsz_of], args.train, onnx))
     dups = [r for r in rows if r.get("duplicate_of")]
     if dups:
         print("identical variants (measured once): " + ", ".join(f"{r['variant']} = {r['duplicate_of']}" for r in dups))

@@ -6,6 +6,10 @@ detection, a confusion matrix and PR curve are written to a new folder ``runs/va
 
 For a checkpoint written by ``zoo train`` the data and image size default to the ones it was
 trained with; a YAML cfg is validated with freshly initialised weights (useful as a smoke test).
+
+An exported file (``.onnx`` on ONNX Runtime, ``.torchscript``) is validated by the same task code, the
+file doing the forward (:class:`zoo.export.ExportedModule`); its image size defaults to the one it was
+exported at (a static graph takes no other), and the data must have the classes its metadata names.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt) or model YAML")
+    p.add_argument("cfg", metavar="CKPT_OR_CFG", help="checkpoint (.pt), model YAML, or an exported .onnx / .torchscript")
     p.add_argument("--data", help="dataset (default: what the checkpoint was trained on, else shapes)")
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--imgsz", type=int, help="input size (default: the training size)")
@@ -49,6 +53,35 @@ def _training_args(path: str) -> dict:
         return {}
 
 
+def _is_exported(path: str) -> bool:
+    from zoo.export.module import is_exported_file
+
+    return is_exported_file(path)
+
+
+def _exported_for_task(args: argparse.Namespace, device):
+    """``(model, task, imgsz)`` for an exported file, as ``build_for_task`` gives them for a checkpoint."""
+    from zoo.engine.setup import TrainSetupError
+    from zoo.engine.tasks.base import task_class
+    from zoo.errors import ConfigError
+    from zoo.export import load_exported
+
+    for flag in ("weights", "scale"):
+        if getattr(args, flag, None):
+            raise ConfigError(f"--{flag} does not apply to an exported file ({args.cfg}): its weights are inside it")
+    # no --device: ONNX Runtime's CUDA provider when it has one (torch's CUDA says nothing about it)
+    model = load_exported(args.cfg, str(device) if args.device else "auto").as_module()
+    if model.task not in ("detect", "classify"):
+        raise ConfigError(f"{args.cfg}: zoo val runs exported detectors and classifiers, not '{model.task}' graphs")
+    imgsz = model.check_imgsz(args.imgsz)
+    task = task_class(model.task, args.cfg)(args, model)
+    names = task.setup_data(imgsz)
+    if names and len(names) != len(model.names):
+        raise TrainSetupError(f"{args.cfg} predicts {len(model.names)} classes but the data has {len(names)}; "
+                              "give --data with the classes it was trained on")
+    return model, task, imgsz
+
+
 def run(args: argparse.Namespace) -> int:
     from zoo.data.dataset import build_dataloader
     from zoo.engine.setup import build_for_task, select_device
@@ -59,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.imgsz is None and trained.get("imgsz"):
         args.imgsz = trained["imgsz"]
     device = select_device(args.device)
-    model, task, imgsz = build_for_task(args, verbose=False, partial_weights=False)
+    if _is_exported(args.cfg):
+        model, task, imgsz = _exported_for_task(args, device)
+    else:
+        model, task, imgsz = build_for_task(args, verbose=False, partial_weights=False)
     model.to(device).eval()
     dataset = task.build_dataset(args.split, imgsz, augment=False)
     loader = build_dataloader(dataset, max(1, args.batch), task.collate, shuffle=False, workers=args.workers)

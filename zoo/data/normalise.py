@@ -7,6 +7,9 @@ A model sees pixels divided by 255, then per channel minus ``mean`` and divided 
 2. the statistics the head declares as ``pixel_mean`` / ``pixel_std`` (0..255 units, as the papers
    give them; SAM's), so weights trained here and the original ones see the same inputs;
 3. none: inputs stay 0..1.
+
+A model that declares ``normalises_inside = True`` (an exported graph, :mod:`zoo.export.module`) does
+its normalisation itself and gets plain 0..1 pixels.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ class InputNormaliser:
     @classmethod
     def for_model(cls, model: Any) -> "InputNormaliser":
         """The normalisation ``model`` expects (the rule in the module docstring)."""
+        if getattr(model, "normalises_inside", False):
+            return cls()
         cfg = getattr(model, "yaml", {}) or {}
         if "mean" in cfg:
             mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1)

@@ -15,14 +15,15 @@ import torch
 from zoo.errors import ConfigError
 from zoo.export.graphs import ExportGraph, deployed_copy
 from zoo.export.metadata import OUTPUTS_BY_TASK, RESIZE_BY_TASK, ExportMetadata
-from zoo.export.onnx import export_onnx, onnx_bytes, output_names_for, unsupported_op
+from zoo.export.onnx import export_onnx, onnx_bytes, opset_fix, output_names_for, unsupported_op
 from zoo.export.options import ExportOptions
+from zoo.export.sam import export_sam
 from zoo.export.rows import failing_row_error
 from zoo.export.torchscript import export_torchscript
 from zoo.inference import predict_imgsz
 from zoo.version import __version__
 
-__all__ = ["export_model", "default_export_path", "model_stride", "as_imgsz"]
+__all__ = ["export_model", "export_segment", "default_export_path", "model_stride", "as_imgsz"]
 
 
 def model_stride(model: Any) -> int:
@@ -76,7 +77,12 @@ def export_model(model: Any, format: str = "onnx", imgsz: int | Sequence[int] | 
     CUDA runtimes; traced on CPU). ``opset``: ONNX opset (default 17). ``simplify``: onnxscript's
     optimizer on the ONNX graph. ``file``: where to write (default :func:`default_export_path`).
     Refusals are one-line :class:`~zoo.errors.ZooError` s (the CLI's exit code 2).
+
+    A SAM (``task == "segment"``) exports as two ONNX graphs (:func:`export_segment`); the encoder's
+    path is returned and the decoder lies beside it, ``<stem minus -encoder>-decoder.onnx``.
     """
+    if getattr(model, "task", None) == "segment":
+        return export_segment(model, format, imgsz, dynamic, batch, half, opset, simplify, file)[0]
     stride = model_stride(model)
     options = ExportOptions(format=format, imgsz=as_imgsz(model, imgsz), dynamic=dynamic, batch=int(batch),
                             half=half, opset=opset, simplify=simplify).checked(stride)
@@ -97,6 +103,29 @@ def export_model(model: Any, format: str = "onnx", imgsz: int | Sequence[int] | 
     def explain(exc: BaseException) -> Exception:
         what = f"ONNX opset {options.onnx_opset}"
         return failing_row_error(deployed, example, exc, unsupported_op(exc), lambda row, inputs: onnx_bytes(
-            row, inputs, options.onnx_opset), what)
+            row, inputs, options.onnx_opset), what, lambda op: opset_fix(op, options.onnx_opset))
 
     return export_onnx(graph, example, path, options, metadata, explain)
+
+
+def export_segment(model: Any, format: str = "onnx", imgsz: int | Sequence[int] | None = None, dynamic: bool = False,
+                   batch: int = 1, half: bool = False, opset: int | None = None, simplify: bool = False,
+                   file: str | Path | None = None) -> tuple[Path, Path]:
+    """A SAM as its image-encoder and prompt-decoder ONNX graphs (:func:`zoo.export.sam.export_sam`), with
+    :func:`export_model`'s options; returns ``(encoder, decoder)``. ``file``: a folder or a path prefix
+    (``best.onnx`` -> ``best-encoder.onnx`` / ``best-decoder.onnx``; default beside the checkpoint, else
+    ``<name>-...`` in the current folder). Options the two graphs do not have are refused in one line."""
+    refused = [flag for flag, given in ((f"--format {format}", format != "onnx"), ("--half", half),
+                                        (f"--batch {batch}", batch != 1), ("--simplify", simplify)) if given]
+    if refused:
+        raise ConfigError(f"{refused[0]} does not apply to SAM: it exports as two float32 ONNX graphs (image encoder, "
+                          "prompt decoder) whose batch axis is always dynamic; drop it")
+    size = None
+    if imgsz is not None:
+        height, width = as_imgsz(model, imgsz)
+        if height != width:
+            raise ConfigError(f"--imgsz {height} {width}: SAM's image encoder takes a square; give one --imgsz N")
+        size = height
+    ExportOptions(format="onnx", imgsz=(1, 1), opset=opset).checked(1)  # the opset range and the onnx package
+    target = Path(file) if file is not None else default_export_path(model, ".onnx")
+    return export_sam(model, target, size, dynamic, opset=opset)

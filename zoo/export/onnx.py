@@ -2,7 +2,7 @@
 
 Exporter: torch's TorchScript-based one (``torch.onnx.export(dynamo=False)``). The dynamo exporter
 (torch.export, then a translation) also handles YOLOv10n since the anchors take the stride buffer as
-a tensor (no Python number read from it), and its graph agrees as well, but it takes 14-27x as long
+a tensor (no Python number read from it), and its graph agrees as well, but it takes 14-32x as long
 (``tools/bench_export.py --dynamo``). Both give graphs with symbolic batch, height and width; the
 layers compute every size-dependent quantity (anchors, window padding, patch resizes) from the
 traced input size while :func:`zoo.nn.common.exporting` is true, so a dynamic graph is right at any
@@ -27,10 +27,13 @@ import torch.nn as nn
 
 from zoo.export.graphs import flat_tensors
 from zoo.export.metadata import ExportMetadata
-from zoo.export.options import ExportError, ExportOptions, require
+from zoo.export.options import DEFAULT_OPSET, ExportError, ExportOptions, require
 
 __all__ = ["export_onnx", "onnx_bytes", "write_onnx", "output_names_for", "read_onnx_metadata", "graph_op_types",
-           "unsupported_op"]
+           "unsupported_op", "OPSET_INTRODUCED", "opset_fix"]
+
+# torch ops the exporter writes only from some opset on: op -> (the ONNX operator, its first opset)
+OPSET_INTRODUCED = {"aten::grid_sampler": ("GridSample", 16)}
 
 
 @contextlib.contextmanager
@@ -67,6 +70,14 @@ def unsupported_op(exc: BaseException) -> str:
     text = str(exc)
     found = re.search(r"operator '([^']+)'", text)
     return found.group(1) if found else f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def opset_fix(op: str, opset: int) -> str | None:
+    """The fix for an ``op`` that only an opset above ``opset`` has (e.g. RT-DETR's GridSample), else None."""
+    onnx_op, first = OPSET_INTRODUCED.get(op, ("", 0))
+    if opset >= first:
+        return None
+    return f"{onnx_op} needs opset {first}+: use --opset {first} or higher (default {DEFAULT_OPSET})"
 
 
 def write_onnx(data: bytes, path: Path, metadata: ExportMetadata, simplify: bool) -> Path:

@@ -47,11 +47,12 @@ def _row_inputs(model: Any, example: torch.Tensor) -> dict[int, Any]:
 
 
 def failing_row_error(model: Any, example: torch.Tensor, exc: BaseException, op: str, export_row: RowExporter,
-                      what: str) -> Exception:
+                      what: str, fix: Callable[[str], str | None] = lambda op: None) -> Exception:
     """The error to raise for export failure ``exc`` (on ``op``) of ``model`` (a zoo Model: ``records``,
     ``model`` rows, ``run_rows``): a ConfigError naming the first row that fails alone, else an
     ExportError naming the op. ``export_row(row_graph, inputs)`` raises where the export does;
-    ``what`` says what failed ("ONNX opset 17")."""
+    ``what`` says what failed ("ONNX opset 17"); ``fix(op)`` a better fix than rewriting the block, when
+    there is one (a newer opset)."""
     try:
         inputs = _row_inputs(model, example)
     except Exception:  # the model does not even run on the example: report the exporter's error
@@ -67,7 +68,7 @@ def failing_row_error(model: Any, example: torch.Tensor, exc: BaseException, op:
             export_row(RowGraph(module, isinstance(row_in, (list, tuple))), tensors)
         except Exception as row_exc:
             from_row = unsupported_op(row_exc)
-            return ConfigError(f"{record.module} cannot be exported: {what} has no form for {from_row}; rewrite the "
-                               "block with ops the format supports (or drop the row)",
+            remedy = fix(from_row) or "rewrite the block with ops the format supports (or drop the row)"
+            return ConfigError(f"{record.module} cannot be exported: {what} has no form for {from_row}; {remedy}",
                                file=getattr(model, "source", None), row=record.index, section=record.section)
-    return ExportError(f"export failed: {what} has no form for {op}")
+    return ExportError(f"export failed: {what} has no form for {op}" + (f"; {fix(op)}" if fix(op) else ""))

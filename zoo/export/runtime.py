@@ -11,7 +11,9 @@ Both read the file's :class:`~zoo.export.metadata.ExportMetadata` and expose it 
   probabilities ``(B, nc)``. A numpy array in gives numpy out, a torch tensor gives a tensor on the
   same device. ``check_input`` says in one line why a batch does not fit a static graph.
 
-:func:`load_exported` picks the class by the file's suffix.
+:func:`load_exported` picks the class by the file's suffix. ``model.predict(source, ...)`` runs the same
+image pipeline as :meth:`zoo.model.Model.predict` (:func:`zoo.inference.predict` on
+:meth:`~ExportedModel.as_module`) and returns the same :class:`~zoo.results.Results`.
 """
 from __future__ import annotations
 
@@ -22,11 +24,15 @@ import numpy as np
 import torch
 
 from zoo.export.metadata import ExportMetadata
-from zoo.export.onnx import read_onnx_metadata
+from zoo.export.module import ExportedModule, checked_file
 from zoo.export.options import ExportError, require
 from zoo.export.torchscript import load_torchscript
+from zoo.inference import predict
+from zoo.results import Results
 
-__all__ = ["ExportedModel", "OnnxModel", "TorchScriptModel", "load_exported"]
+__all__ = ["ExportedModel", "OnnxModel", "TorchScriptModel", "load_exported", "AUTO_DEVICES"]
+
+AUTO_DEVICES = ("", "auto")  # the GPU when the runtime has one, else the CPU
 
 
 class ExportedModel:
@@ -59,6 +65,16 @@ class ExportedModel:
     def run(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def as_module(self) -> ExportedModule:
+        """This file behind the PyTorch Model interface zoo's predict / val / benchmark code reads."""
+        return ExportedModule(self)
+
+    def predict(self, source: Any, conf: float = 0.25, imgsz: int | None = None, max_det: int = 300,
+                batch: int = 1) -> list[Results]:
+        """:meth:`zoo.model.Model.predict` on this file: the same sources, preprocessing and Results
+        (``imgsz``: a dynamic graph's input side; a static graph takes only its own)."""
+        return predict(self.as_module(), source, conf=conf, imgsz=imgsz, max_det=max_det, batch=batch)
+
     def __call__(self, images: np.ndarray | torch.Tensor) -> Any:
         if isinstance(images, torch.Tensor):
             out = self.run(images.detach().cpu().numpy())
@@ -71,19 +87,28 @@ class ExportedModel:
 
 
 class OnnxModel(ExportedModel):
-    """An ONNX export on ONNX Runtime: the CUDA provider first when ``device`` is ``cuda`` and the
-    installed runtime has it, else the CPU provider. ``providers`` lists the ones in use."""
+    """An ONNX export on ONNX Runtime: the CUDA provider first when ``device`` is ``cuda`` (refused in
+    one line when the installed runtime lacks it) or ``auto`` and the runtime has it, else the CPU
+    provider. ``providers`` lists the ones in use."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         ort = require("onnxruntime", "running an ONNX model")
-        super().__init__(path, read_onnx_metadata(path))
         wanted = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
+        if str(device) in AUTO_DEVICES:
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                wanted.insert(0, "CUDAExecutionProvider")
+        elif str(device).startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ExportError(f"device {device!r}: this onnxruntime has no CUDA provider; install "
                                   "onnxruntime-gpu or use --device cpu")
             wanted.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), providers=wanted)
+        options = ort.SessionOptions()
+        if threads is not None:  # None: the runtime's choice (one per core)
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(checked_file(path)), options, providers=wanted)
+        # the metadata as the runtime reads it: running a file needs onnxruntime only, not onnx
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        super().__init__(path, ExportMetadata.from_strings(props, str(path)))
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -99,7 +124,9 @@ class TorchScriptModel(ExportedModel):
     """A TorchScript export, on ``device``."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        module, metadata = load_torchscript(path, device)
+        if str(device) in AUTO_DEVICES:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        module, metadata = load_torchscript(checked_file(path), device)
         super().__init__(path, metadata)
         self.module = module
         self.device = torch.device(device)
@@ -113,6 +140,9 @@ class TorchScriptModel(ExportedModel):
         return first.cpu().numpy()
 
 
-def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
-    """:class:`OnnxModel` for ``.onnx``, else :class:`TorchScriptModel`."""
-    return OnnxModel(path, device) if Path(path).suffix.lower() == ".onnx" else TorchScriptModel(path, device)
+def load_exported(path: str | Path, device: str = "cpu", threads: int | None = None) -> ExportedModel:
+    """:class:`OnnxModel` for ``.onnx``, else :class:`TorchScriptModel`; ``device``: ``cpu``, ``cuda[:N]``
+    or ``auto``; ``threads``: ONNX Runtime's intra-op threads (TorchScript follows torch's setting)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return OnnxModel(path, device, threads)
+    return TorchScriptModel(path, device)

@@ -109,8 +109,10 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            # channels are the innermost dim in memory: one fused layer_norm pass, output stays channels-last
-            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            # channels are the innermost dim in memory: one fused layer_norm pass, output stays channels-last.
+            # The shape comes from the weight, not x: a traced size would be refused by the ONNX exporter
+            # (a 1-channel NCHW tensor also counts as channels-last, so tracing reaches this branch)
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)

@@ -58,13 +58,16 @@ class DetectTask(BaseTask):
 
     def __init__(self, args: argparse.Namespace, model: nn.Module, data: DataSpec | None = None) -> None:
         super().__init__(args, model, data)
+        self.loss_names = ("box", "cls", "dfl")
+        self.head: DetectHead | None = None
+        if getattr(model, "inference_only", False):
+            return  # an exported graph (zoo.export.ExportedModule): validated, never trained, no loss
         head = model.model[-1]
         loss = getattr(head, "loss", None)
         if not isinstance(loss, str) or loss not in HEADS:
             raise ConfigError(f"no detection loss for head {type(head).__name__} (its 'loss' attribute is "
                               f"{loss!r}; known: {', '.join(HEADS.names())})", file=getattr(model, "source", None))
         self.head = HEADS.get(loss)
-        self.loss_names = ("box", "cls", "dfl")
 
     def build_dataset(self, split: str, imgsz: int, augment: bool) -> Dataset:
         assert self.spec is not None, "call setup_data first"
@@ -74,12 +77,15 @@ class DetectTask(BaseTask):
         return collate_detection(batch)
 
     def build_loss(self, model: nn.Module) -> nn.Module:
+        if self.head is None:
+            raise ConfigError(f"{getattr(model, 'source', 'this model')} is an exported graph: it validates and "
+                              "predicts, but training needs the checkpoint or cfg it came from")
         loss = self.head.loss(model, self.args)
         self.loss_names = tuple(getattr(loss, "item_names", self.loss_names))
         return loss
 
     def train_inputs(self, batch: dict) -> dict[str, Any]:
-        return self.head.train_inputs(batch) if self.head.train_inputs else {}
+        return self.head.train_inputs(batch) if self.head is not None and self.head.train_inputs else {}
 
     def detections(self, model: nn.Module, img: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """``(detections (B, <=max_det, 6), raw)`` of the eval forward (the head contract)."""
