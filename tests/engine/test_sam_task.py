@@ -138,7 +138,9 @@ def test_image_encoder_key_freezes_every_row_before_the_head(tiny_sam: Path) -> 
 
 
 def test_tiny_training_run_reports_miou_per_prompt_type(tiny_sam: Path, tmp_path: Path) -> None:
-    args = _args(tiny_sam, tmp_path, "--epochs", "1", "--freeze", "image_encoder", "--lr-scale", "mask_decoder=0.5")
+    # every prompt type (on CPU the default mix is box prompts only)
+    args = _args(tiny_sam, tmp_path, "--epochs", "1", "--freeze", "image_encoder", "--lr-scale", "mask_decoder=0.5",
+                 "--sam-prompt-mix", "0.5,0.25,0.25")
     args.sam_correction = 1.0  # exercise the correction-point pass
     trainer = Trainer(args)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.engine.train_options import (BAD_KEY_VALUE, check_numbers, document_defaults, install_key_value,
-                                      unknown_key_message)
+from zoo.engine.train_options import (BAD_KEY_VALUE, check_numbers, cpu_default_notes, document_defaults,
+                                      install_key_value, unknown_key_message)
 from zoo.errors import TrainSetupError
 
 __all__ = ["add_arguments", "run", "reconstruct_argv"]
@@ -43,13 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sam-max-points", type=int, default=4, help="most point prompts (foreground + background)")
     g.add_argument("--sam-correction", type=float, default=0.0,
                    help="probability of a correction point from the error region of a first prediction")
-    g.add_argument("--sam-prompt-mix", default="0.5,0.25,0.25", metavar="BOX,POINT,POINTS",
+    g.add_argument("--sam-prompt-mix", metavar="BOX,POINT,POINTS",
                    help="relative frequency of box / single-point / multi-point prompts in training")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="passes over the training set")
     g.add_argument("--optimizer", default="AdamW", choices=("AdamW", "Adam", "SGD"), help="optimizer")
-    g.add_argument("--lr", type=float, help="base learning rate (default 0.001 AdamW / 0.01 SGD)")
+    g.add_argument("--lr", type=float, help="base learning rate")
     g.add_argument("--lrf", type=float, default=0.01, help="final lr as a fraction of --lr")
     g.add_argument("--schedule", default="cosine", choices=("cosine", "linear"), help="learning-rate decay after warm-up")
     g.add_argument("--momentum", type=float, default=0.937, help="SGD momentum / Adam beta1")
@@ -87,13 +87,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write results.png, train_batch.jpg and val_predictions.jpg")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
     p.epilog = ("Options may also be given Ultralytics-style as key=value (epochs=3 imgsz=320 model=cfg/yolov10n.yaml). "
-                "Unset --imgsz/--batch/--epochs (and the shapes set's size without --data) follow the device: "
-                "on CUDA 2000 shapes images, the cfg's imgsz, batch 16, 10 epochs; on CPU a run of minutes.")
-    document_defaults(p, {"imgsz": "CUDA: the cfg's imgsz, else 320 / 224 / 256 (SAM); CPU: 160 detect, 96 classify, "
-                                   "the cfg's for SAM",
-                          "batch": "CUDA 16; CPU 8 detect, 16 classify, 4 SAM",
-                          "epochs": "CUDA 10; CPU 3 (2 for SAM)",
-                          "data": "shapes; on CPU with 256 train images (48 for SAM)"})
+                "Unset --data/--imgsz/--batch/--epochs follow the device: on CUDA 2000 shapes images, the cfg's "
+                "imgsz, batch 16, 10 epochs; on CPU a run of about ten minutes on two cores (also a higher "
+                "AdamW lr and, for SAM, box prompts only), announced in one line with its ETA.")
+    document_defaults(p, {**cpu_default_notes(), "scale": "the one in the cfg's file name (yolov10s.yaml: s), "
+                                                       "else its first",
+                          "weights": "none: random initial weights", "freeze": "nothing frozen",
+                          "lr_scale": "none: every part at --lr"})
     install_key_value(p)
 
 

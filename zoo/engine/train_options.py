@@ -10,11 +10,12 @@ import difflib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from zoo.errors import TrainSetupError
 
 __all__ = ["install_key_value", "document_defaults", "rewrite_key_value", "SizeDefaults", "size_defaults",
+           "cpu_default_notes", "FilledDefaults", "within_budget", "shapes_data", "SAM_PROMPT_MIX",
            "check_numbers", "round_imgsz", "valid_prefixes", "fill_size_defaults", "stride_multiple", "freeze", "apply_freeze", "BAD_KEY_VALUE"]
 
 BAD_KEY_VALUE = "bad_key_value"  # dest holding key=value tokens whose key names no option
@@ -24,34 +25,123 @@ ALIASES = {"model": "cfg", "cfg": "cfg", "lr0": "lr"}
 TRUE, FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 
+SAM_PROMPT_MIX = "0.5,0.25,0.25"  # box, point, points: the prompt mix of SAM's own training
+
+
 @dataclass(frozen=True)
 class SizeDefaults:
-    """What an option left unset means on a device: images in the embedded shapes set, size, batch, epochs."""
+    """What an option left unset means on a device: images in the embedded shapes set, size, batch,
+    epochs, and on CPU the lr (Adam / AdamW), SAM's prompt mix and a compute budget."""
     n_train: int | None  # None: the shapes set's own default
     n_val: int | None
     imgsz: int | None  # None: the cfg's imgsz or the task's default
     batch: int
     epochs: int
+    lr: float | None = None  # None: the optimizer's usual default (0.001 AdamW / Adam)
+    prompt_mix: str = SAM_PROMPT_MIX
+    # forward GFLOPs (per image x images x epochs) the default run may spend; a heavier model than the one
+    # these sizes were measured with trains on fewer images (then fewer epochs) to stay within it
+    gflops_budget: float | None = None
 
-    def describe(self, imgsz: int, used: Sequence[str]) -> str:
-        parts = {"data": f"{self.n_train}/{self.n_val} shapes images (train/val)", "imgsz": f"imgsz {imgsz}",
-                 "batch": f"batch {self.batch}", "epochs": f"{self.epochs} epochs"}
-        return ", ".join(parts[k] for k in parts if k in used)
+    def describe(self, imgsz: int, used: Sequence[str], sizes: tuple[int, int, int] | None = None) -> str:
+        """The options in ``used`` as text; ``sizes``: (train images, val images, epochs) if not the table's."""
+        n_train, n_val, epochs = sizes or (self.n_train, self.n_val, self.epochs)
+        parts = {"data": lambda: f"{n_train}/{n_val} shapes images (train/val)",
+                 "imgsz": lambda: f"imgsz {imgsz}", "batch": lambda: f"batch {self.batch}",
+                 "epochs": lambda: f"{epochs} epochs", "lr": lambda: f"lr {self.lr:g}",
+                 "sam_prompt_mix": lambda: f"box prompts only (--sam-prompt-mix {self.prompt_mix})"}
+        return ", ".join(parts[k]() for k in parts if k in used)
 
 
-# on CUDA: what zoo train has always used; on CPU: a run that finishes in minutes on a few cores (validation
-# costs far more per image than training on CPU today, hence the small val sets)
+# On CUDA: what zoo train has always used. On CPU: a run of about ten minutes on two cores that learns
+# something visible; measured on a 2-core EPYC with the models named below (validation of these val
+# sets takes seconds; training is what costs).
 CUDA_DEFAULTS = SizeDefaults(None, None, None, 16, 10)
 CPU_DEFAULTS = {
-    "detect": SizeDefaults(256, 32, 160, 8, 3),
-    "classify": SizeDefaults(256, 32, 96, 16, 3),
-    "segment": SizeDefaults(48, 8, None, 4, 2),  # SAM: the encoder's input size stays the cfg's
+    # yolov10n (0.34 GFLOPs at 128): 128 px beat 96 px at equal compute; AdamW lr 0.003 beat 0.001 and
+    # 0.005 (mAP50 0.28 vs 0.21 and 0.23 after 800 images x 6 epochs)
+    "detect": SizeDefaults(1200, 64, 128, 16, 6, lr=0.003, gflops_budget=2500.0),
+    # mobilevit-xxs-cls (0.042 GFLOPs at 64): top-1 0.52 after 3000 x 6 at batch 32, lr 0.003; 0.42 after
+    # 1500 x 5 at lr 0.001; 0.28 (chance 0.2) with the old 256 x 3 at 96 px
+    "classify": SizeDefaults(3000, 200, 64, 32, 6, lr=0.003, gflops_budget=800.0),
+    # sam-tinyvit from random weights (the encoder is ~85 % of a step): box prompts alone gave mIoU/box
+    # 0.43 after 200 steps of 8 images at 128 px, SAM's mix of box / point prompts 0.03
+    "segment": SizeDefaults(480, 16, 128, 8, 5, prompt_mix="1,0,0"),
 }
 CPU_FALLBACK = SizeDefaults(128, 32, None, 8, 2)
+ADAM_FAMILY = ("adam", "adamw")  # the CPU lr suits these; SGD keeps its own default
 
 
 def size_defaults(task: str, cuda: bool) -> SizeDefaults:
     return CUDA_DEFAULTS if cuda else CPU_DEFAULTS.get(task, CPU_FALLBACK)
+
+
+@dataclass(frozen=True)
+class FilledDefaults:
+    """Which options :func:`fill_size_defaults` filled, from which table row, on which device."""
+    defaults: SizeDefaults
+    used: tuple[str, ...]
+    cuda: bool
+
+    def note(self, imgsz: int, sizes: tuple[int, int, int] | None = None, why: str = "") -> str:
+        """One line on the CPU defaults used ("" on CUDA or when every option was given)."""
+        if self.cuda or not self.used:
+            return ""
+        return (f"CPU defaults: {self.defaults.describe(imgsz, self.used, sizes)}{why} (on CUDA: 2000 "
+                f"shapes images, the cfg's or task's imgsz, batch {CUDA_DEFAULTS.batch}, "
+                f"{CUDA_DEFAULTS.epochs} epochs{', lr 0.001' if 'lr' in self.used else ''}"
+                f"{', all prompt types' if 'sam_prompt_mix' in self.used else ''}; set "
+                + "/".join("--" + k.replace("_", "-") for k in self.used) + " to choose)")
+
+    @property
+    def budget(self) -> float | None:
+        """The GFLOPs budget when it applies: on CPU, with the shapes set's size left to the defaults."""
+        ok = not self.cuda and "data" in self.used and self.defaults.n_train
+        return self.defaults.gflops_budget if ok else None
+
+
+def within_budget(d: SizeDefaults, gflops: float, batch: int, epochs_free: bool) -> tuple[int, int, int]:
+    """(train images, val images, epochs) for a model of ``gflops`` forward GFLOPs per image: ``d``'s sizes
+    when they fit ``d.gflops_budget``, else fewer images (whole batches, at least 4 steps an epoch; the val
+    set shrinks alike, to no fewer than 32) and, if ``epochs_free`` (the epochs are the defaults' too) and
+    4 steps an epoch still cost too much, fewer epochs. The images follow ``d.epochs`` even when the user
+    chose other epochs: more epochs asked for is a longer run, not a smaller data set."""
+    n_train, n_val, epochs = int(d.n_train or 0), int(d.n_val or 0), int(d.epochs)
+    if d.gflops_budget is None or gflops <= 0 or gflops * n_train * epochs <= d.gflops_budget:
+        return n_train, n_val, epochs
+    fewest = min(n_train, 4 * batch)
+    images = int(d.gflops_budget / (gflops * epochs)) // batch * batch
+    if images < fewest:
+        images = fewest
+        if epochs_free:
+            epochs = max(1, int(d.gflops_budget / (gflops * fewest)))
+    return images, max(min(n_val, 32), round(n_val * images / n_train)), epochs
+
+
+def cpu_default_notes() -> dict[str, str]:
+    """``zoo train --help`` text for the options whose default follows the device (from the tables above)."""
+    names = {"detect": "detect", "classify": "classify", "segment": "SAM"}
+
+    def per_task(show: Callable[[SizeDefaults], str | None]) -> str:
+        shown = [f"{show(d)} {names.get(task, task)}" for task, d in CPU_DEFAULTS.items() if show(d) is not None]
+        return ", ".join(shown)
+
+    budget = "; fewer images (then epochs) for a model heavier than the budget of " + per_task(
+        lambda d: f"{d.gflops_budget:g} GFLOPs" if d.gflops_budget else None) + " (forward GFLOPs x images x epochs)"
+    return {
+        "data": "shapes: 2000/200 train/val images on CUDA; on CPU " + per_task(lambda d: f"{d.n_train}/{d.n_val}")
+                + f", {CPU_FALLBACK.n_train}/{CPU_FALLBACK.n_val} other tasks" + budget,
+        "imgsz": "the cfg's imgsz, else 320 detect / 224 classify / 256 SAM; on CPU "
+                 + per_task(lambda d: str(d.imgsz) if d.imgsz else None) + ", the same for other tasks",
+        "batch": f"CUDA {CUDA_DEFAULTS.batch}; CPU " + per_task(lambda d: str(d.batch))
+                 + f", {CPU_FALLBACK.batch} other tasks",
+        "epochs": f"CUDA {CUDA_DEFAULTS.epochs}; CPU " + per_task(lambda d: str(d.epochs))
+                  + f", {CPU_FALLBACK.epochs} other tasks",
+        "lr": "0.01 SGD; 0.001 AdamW / Adam, on CPU " + per_task(lambda d: f"{d.lr:g}" if d.lr else None)
+              + " for models within the budget",
+        "sam_prompt_mix": f"{SAM_PROMPT_MIX}; on CPU " + per_task(
+            lambda d: d.prompt_mix if d.prompt_mix != SAM_PROMPT_MIX else None) + " (box prompts only)",
+    }
 
 
 # ---------------------------------------------------------------------------------------- key=value
@@ -153,7 +243,9 @@ def document_defaults(parser: argparse.ArgumentParser, notes: dict[str, str] | N
             text += f" (default: {notes[action.dest]})"
         elif "default" not in text and action.option_strings:
             default = action.default
-            if isinstance(action, argparse.BooleanOptionalAction) or not (
+            if isinstance(action, argparse._StoreTrueAction):
+                text += " (default: off)"
+            elif isinstance(action, argparse.BooleanOptionalAction) or not (
                     default is None or default is False or default == [] or default == ""):
                 shown = " ".join(map(str, default)) if isinstance(default, list) else default
                 text += f" (default: {shown})"
@@ -209,11 +301,14 @@ def max_stride(model: Any) -> int:
         return 1
 
 
-def fill_size_defaults(args: argparse.Namespace, task: str, cuda: bool) -> str:
-    """Fill the size options left unset for this device and task, before the data is resolved (the
-    shapes set renders at the input size). Returns a note on the CPU defaults used ("" when none were)."""
+def fill_size_defaults(args: argparse.Namespace, task: str, cuda: bool) -> FilledDefaults:
+    """Fill the options left unset for this device and task (sizes; on CPU also the Adam / AdamW lr and
+    SAM's prompt mix), before the data is resolved (the shapes set renders at the input size)."""
     d = size_defaults(task, cuda)
     used: list[str] = []
+    if getattr(args, "data", None) is None and d.n_train:
+        args.data = shapes_data(d.n_train, d.n_val)
+        used.append("data")
     if getattr(args, "imgsz", None) is None and d.imgsz is not None:
         args.imgsz = d.imgsz
         used.append("imgsz")
@@ -221,13 +316,19 @@ def fill_size_defaults(args: argparse.Namespace, task: str, cuda: bool) -> str:
         if getattr(args, name, None) is None:
             setattr(args, name, value)
             used.append(name)
-    if getattr(args, "data", None) is None and d.n_train:
-        args.data = f"shapes:n_train={d.n_train},n_val={d.n_val}"
-        used.append("data")
-    if not used or cuda:
-        return ""
-    return (f"CPU defaults: {d.describe(args.imgsz, used)} (on CUDA: 2000 shapes images, the cfg's imgsz, "
-            f"batch {CUDA_DEFAULTS.batch}, {CUDA_DEFAULTS.epochs} epochs; set --data/--imgsz/--batch/--epochs to choose)")
+    adam = str(getattr(args, "optimizer", "AdamW")).lower() in ADAM_FAMILY
+    if getattr(args, "lr", None) is None and d.lr is not None and adam:
+        args.lr = d.lr
+        used.append("lr")
+    if getattr(args, "sam_prompt_mix", None) is None:
+        args.sam_prompt_mix = d.prompt_mix
+        if task == "segment" and d.prompt_mix != SAM_PROMPT_MIX:
+            used.append("sam_prompt_mix")
+    return FilledDefaults(d, tuple(used), cuda)
+
+
+def shapes_data(n_train: int | None, n_val: int | None) -> str:
+    return f"shapes:n_train={n_train},n_val={n_val}"
 
 
 def stride_multiple(imgsz: int, model: Any, verbose: bool = True) -> int:

@@ -141,33 +141,58 @@ def _duration(seconds: float) -> str:
 
 
 class EtaProbe:
-    """Times the first steps of this process's first epoch and prints one line: the defaults the
-    device chose (if any) and the estimated time per epoch and in total."""
+    """Times steps early in this process's first epoch and prints one line: the defaults the device
+    chose (if any) and the estimated training time per epoch and in total. Validation is not in that
+    first figure (an untrained detector's many low-score boxes make its cost vary widely), so
+    :meth:`first_epoch_done` prints a second estimate once the first epoch has been validated."""
 
-    STEPS = 3  # timed after the first step (which also pays for worker start-up and first allocations)
+    # The first steps of a CPU run are several times slower than the rest (worker processes starting
+    # beside the training threads, first allocations): timing them made a SAM epoch of 66 s look like
+    # 11 minutes (10.8 s against 1.1 s a step). So WARMUP steps are left out and the STEPS after them
+    # timed (fewer of each in short epochs).
+    WARMUP, STEPS = 5, 5
 
     def __init__(self, note: str, batches: int, epochs_left: int) -> None:
         self.note, self.batches, self.epochs_left = note, batches, epochs_left
         self.epoch_start = time.perf_counter()
         self.start = self.epoch_start
+        self.begin: int | None = None  # the first step this process runs (a resumed epoch starts part-way)
         self.done = False
+        self.revised = False
 
     def step(self, i: int) -> None:
         """Call after step ``i`` (0-based) of the first epoch."""
         if self.done:
             return
         now = time.perf_counter()
-        if i == 0:
+        self.begin = i if self.begin is None else self.begin
+        k, steps = i - self.begin, self.batches - self.begin  # steps run before this one, steps to run
+        first = min(self.WARMUP, max(0, steps - 2))  # the timing starts when step `first` ends
+        if k == first:
             self.start = now
-            if self.batches > 1:
+            if steps > 1:
                 return
-        last = min(self.STEPS, self.batches - 1)
-        if self.batches > 1 and i < last:
+        if steps > 1 and k < min(first + self.STEPS, steps - 1):
             return
-        per_step = (now - self.start) / i if self.batches > 1 else now - self.epoch_start
-        # validation is not timed here: an untrained detector's many low-score boxes make it vary widely
+        timed = max(1, k - first)
+        per_step = (now - self.start) / timed if steps > 1 else now - self.epoch_start
         epoch = per_step * self.batches
+        then = "; the estimate with validation follows epoch 1" if self.epochs_left > 1 else ""
         eta = (f"ETA for training ~{_duration(epoch)}/epoch, ~{_duration(epoch * self.epochs_left)} for "
-               f"{self.epochs_left} epoch(s), plus validation ({max(1, i)} timed step(s) of {per_step:.2f}s)")
+               f"{self.epochs_left} epoch(s), validation not included{then} ({timed} timed step(s) of "
+               f"{per_step:.2f}s)")
         print(f"{self.note}; {eta}" if self.note else eta, flush=True)
         self.done = True
+
+    def first_epoch_done(self, train_s: float, val_s: float) -> None:
+        """Call after the first epoch of this process (trained and validated): prints the time left,
+        validation included, for the epochs after it."""
+        if self.revised:
+            return
+        self.revised = True
+        left = self.epochs_left - 1
+        if left < 1:
+            return
+        total = train_s + val_s
+        print(f"epoch 1 took {_duration(total)} (training {_duration(train_s)}, validation {_duration(val_s)}); "
+              f"ETA ~{_duration(total * left)} for the other {left} epoch(s), validation included", flush=True)

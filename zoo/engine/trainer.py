@@ -35,11 +35,11 @@ from zoo.engine.optim import LRSchedule, build_optimizer
 from zoo.engine.run_folder import RunLock, claim_run_folder, copy_plugins, remove_stale_temporaries, trim_results
 from zoo.engine.interruption import StopRequests
 from zoo.engine.setup import build_for_task, plain_args, select_device
-from zoo.errors import TrainSetupError
-from zoo.engine.train_options import check_lr_scale, fill_size_defaults
+from zoo.engine.cpu_budget import fit_cpu_budget
+from zoo.engine.train_options import SAM_PROMPT_MIX, FilledDefaults, check_lr_scale, fill_size_defaults
 from zoo.engine.train_outputs import (EtaProbe, full_checkpoint, interrupted_checkpoint, log_epoch, plot_train_batch,
                                       restore_missing_best, strip_checkpoint)
-from zoo.errors import TrainingInterrupted
+from zoo.errors import TrainingInterrupted, TrainSetupError
 
 __all__ = ["Trainer", "TrainResult", "seed_everything"]
 
@@ -90,13 +90,16 @@ class Trainer:
         # Every rank uses the same seed: identical initial weights (DDP also broadcasts rank 0's).
         seed_everything(int(args.seed), bool(getattr(args, "deterministic", False)))
 
-        self.size_note = ""
+        filled: list[FilledDefaults] = []
 
         def sizes(task: str) -> None:  # unset sizes follow the device; a resumed run keeps its own
             if self.resume_ckpt is None:
-                self.size_note = fill_size_defaults(args, task, self.device.type == "cuda")
+                filled.append(fill_size_defaults(args, task, self.device.type == "cuda"))
+            elif getattr(args, "sam_prompt_mix", None) is None:  # saved before the option existed
+                args.sam_prompt_mix = SAM_PROMPT_MIX
 
         self.model, self.task, self.imgsz = build_for_task(args, verbose=self.info.main, before_data=sizes)
+        self.size_note = fit_cpu_budget(args, filled[0] if filled else None, self.model, self.task, self.imgsz)
         args.imgsz = self.imgsz
         check_lr_scale(args, self.model, self.task)
         self.names: list[str] = list(self.task.names)
@@ -256,10 +259,11 @@ class Trainer:
         self._run_callbacks("on_train_start")
         scan_skipped = self.train_set.source.problems.total
         while self.epoch < epochs:
-            t0 = time.time()
+            t0, whole = time.time(), self.steps_done == 0  # (a resumed part of an epoch times no epoch)
             means, skipped, diverged = self._train_epoch(epochs)
             if diverged:
                 return self._diverged(diverged)
+            trained = time.time() - t0
             self.metrics = self._validate() if info.main else {}
             if info.main:
                 fitness = self.metrics.get(self.task.fitness_key, -sum(means.values()))
@@ -267,6 +271,8 @@ class Trainer:
                 self.best_fitness = max(self.best_fitness, fitness)
                 elapsed = time.time() - t0
                 log_epoch(self, means, self.metrics, elapsed, skipped + scan_skipped)
+                if whole:
+                    self.eta.first_epoch_done(trained, elapsed - trained)
                 self._save(is_best)
                 if info.distributed:
                     print(ddp.check_replicas(self.model))
