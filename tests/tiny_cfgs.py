@@ -43,3 +43,15 @@ backbone:
 head:
   - [-1, 1, Classify, [nc]]
 """
+
+# a stride-16 stand-in encoder and a narrow SAM head: the SAM task code runs in full, fast
+TINY_SAM = """
+backbone:
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, Conv, [16, 3, 2]]
+  - [-1, 1, Conv, [32, 3, 2]]
+  - [-1, 1, Conv, [32, 3, 2]]
+head:
+  - [-1, 1, SamNeck, [32]]
+  - [-1, 1, SamHead, [1, 2, 64, 2, 3, 4, 2, 32]]
+"""

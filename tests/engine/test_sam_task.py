@@ -17,17 +17,7 @@ from zoo.engine.tasks.sam import SamTask, box_from_mask, image_embedding, interi
 from zoo.engine.trainer import Trainer
 from zoo.model import Model
 
-# a stride-16 stand-in encoder and a narrow head keep these tests fast; the task code is the same
-TINY_SAM = """
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [-1, 1, SamNeck, [32]]
-  - [-1, 1, SamHead, [1, 2, 64, 2, 3, 4, 2, 32]]
-"""
+from tiny_cfgs import TINY_SAM
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from zoo.drawing import class_colour, draw_boxes, draw_legend, side_by_side
 from zoo.engine.metrics import ConfusionMatrix, DetectionMetrics
 from zoo.engine.plotting import plot_confusion_matrix, plot_pr_curve, results_figure
 
-from tests.engine.test_sam_task import TINY_SAM
+from tiny_cfgs import TINY_SAM
 
 VAL = ["--imgsz", "32", "--batch", "4", "--workers", "0", "--device", "cpu"]
 

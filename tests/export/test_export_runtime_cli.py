@@ -19,21 +19,7 @@ from zoo.data.shapes import ShapesConfig, render_shapes
 from zoo.model import Model
 
 from export_helpers import calibrate_batchnorm, require_runtime, shapes_batch
-from tiny_cfgs import TINY_CLASSIFY, TINY_DETECT, TINY_RTDETR
-
-# a stride-16 stand-in encoder and a narrow SAM head (as tests/engine/test_sam_task.py, but mask_in_chans 8:
-# with 4, the mask downscaler's LayerNorm2d sees (B, 1, H, W), which also passes as channels-last, and its
-# fused branch reads the channel count from the traced shape, which the ONNX exporter refuses)
-TINY_SAM = """
-backbone:
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [16, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-  - [-1, 1, Conv, [32, 3, 2]]
-head:
-  - [-1, 1, SamNeck, [32]]
-  - [-1, 1, SamHead, [1, 2, 64, 2, 3, 8, 2, 32]]
-"""
+from tiny_cfgs import TINY_CLASSIFY, TINY_DETECT, TINY_RTDETR, TINY_SAM
 
 
 @pytest.fixture(autouse=True)
