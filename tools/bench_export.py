@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its
 from bench_vs_reference import (apply_fast_paths, fast_context, interleaved_times, machine,  # noqa: E402
                                 ratio_quartiles, relaunch_in_reference_env)
 from reference_pairs import (REPO, calibrate_norms, max_abs, mobile_sam_pair, rtdetr_pair,  # noqa: E402
-                             rtdetr_ref_queries, rtdetr_zoo_queries, yolov10n_one2one_diff, yolov10n_pair)
+                             rtdetr_ref_queries, rtdetr_zoo_queries, side_by_side_options, yolov10n_one2one_diff,
+                             yolov10n_pair)
 
 CASES = ("yolov10n", "rtdetr-l", "sam-encoder", "sam-decoder")
 SIDES = ("ort", "zoo", "ref")
@@ -293,13 +294,7 @@ def dynamo_comparison(opts: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ref-python", help="python of the reference environment (reference-env.sh)")
-    p.add_argument("--in-reference-env", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases from {CASES}")
-    p.add_argument("--runs", type=int, default=12)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
-    p.add_argument("--imgsz", type=int, default=640, help="detector input size")
+    side_by_side_options(p, CASES, runs=12, threads=1, threads_help="torch and ONNX Runtime intra-op threads")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="zoo eager side: channels-last memory format (default on)")
     p.add_argument("--out", type=Path, help="folder to keep the exported files in (default: a temporary one)")

@@ -30,7 +30,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
 from reference_pairs import (REPO, copy_weights, max_abs, mobile_sam_pair, rtdetr_pair,  # noqa: E402
                              rtdetr_ref_queries, rtdetr_zoo_queries, yolov10n_one2one_diff,
-                             yolov10n_pair)
+                             side_by_side_options, yolov10n_pair)
 
 CASES = ("yolov10n", "yolov10n-fuse-only", "rtdetr-l", "sam-encoder", "sam-box-decoder", "yolov10n-build",
          "yolov10n-train-step")
@@ -301,13 +301,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ref-python", help="python of the reference environment (reference-env.sh)")
-    p.add_argument("--in-reference-env", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases from {CASES}")
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--imgsz", type=int, default=640, help="detector input size")
+    side_by_side_options(p, CASES, runs=10, threads=2, threads_help="torch intra-op threads")
     p.add_argument("--channels-last", action="store_true", help="zoo side: channels-last memory format")
     p.add_argument("--compile", action="store_true", help="zoo side: torch.compile")
     p.add_argument("--plain", action="store_true", help="zoo side: no fused oneDNN conv/linear+act calls")

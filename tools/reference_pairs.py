@@ -6,6 +6,7 @@ re-run themselves under the reference environment's interpreter, where Ultralyti
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,15 @@ def mobile_sam_pair() -> tuple[Any, Any]:
     ref.eval()
     zoo_model.eval().fuse()
     return ref, zoo_model
+
+
+def side_by_side_options(p: Any, cases: tuple[str, ...], runs: int, threads: int, threads_help: str) -> None:
+    """The options every side-by-side script shares (``p`` an ``argparse.ArgumentParser``): the reference
+    interpreter, the relaunch flag, the cases, timing rounds, threads and the detector input size."""
+    p.add_argument("--ref-python", help="python of the reference environment (reference-env.sh)")
+    p.add_argument("--in-reference-env", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--only", default=",".join(cases), help=f"comma-separated cases from {cases}")
+    p.add_argument("--runs", type=int, default=runs)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=threads, help=threads_help)
+    p.add_argument("--imgsz", type=int, default=640, help="detector input size")

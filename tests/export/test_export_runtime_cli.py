@@ -36,31 +36,30 @@ def _checkpoint(tmp_path: Path, cfg_text: str, name: str) -> Path:
     return model.save(tmp_path / name / "best.pt")
 
 
+def _exported(tmp_path: Path, cfg: str, name: str, *export_args: str) -> tuple[Path, Path]:
+    """``(best.pt, best.onnx)`` of a fresh ``cfg`` model exported at 64 px with ``export_args``."""
+    require_runtime()
+    ckpt = _checkpoint(tmp_path, cfg, name)
+    assert main(["export", str(ckpt), "--imgsz", "64", *export_args]) == 0
+    return ckpt, ckpt.with_suffix(".onnx")
+
+
 @pytest.fixture
 def detector(tmp_path) -> tuple[Path, Path]:
     """``(best.pt, best.onnx)``: the ONNX graph static at 64 for batch 2 (val's batch 3 needs a padded chunk)."""
-    require_runtime()
-    ckpt = _checkpoint(tmp_path, TINY_DETECT, "det")
-    assert main(["export", str(ckpt), "--imgsz", "64", "--batch", "2"]) == 0
-    return ckpt, ckpt.with_suffix(".onnx")
+    return _exported(tmp_path, TINY_DETECT, "det", "--batch", "2")
 
 
 @pytest.fixture
 def rtdetr(tmp_path) -> tuple[Path, Path]:
     """An RT-DETR: unlike an untrained YOLOv10 head (whose boxes all cover the image), its queries give
     small boxes spread over the image, with distinct scores."""
-    require_runtime()
-    ckpt = _checkpoint(tmp_path, TINY_RTDETR, "rtdetr")
-    assert main(["export", str(ckpt), "--imgsz", "64", "--batch", "2"]) == 0
-    return ckpt, ckpt.with_suffix(".onnx")
+    return _exported(tmp_path, TINY_RTDETR, "rtdetr", "--batch", "2")
 
 
 @pytest.fixture
 def classifier(tmp_path) -> tuple[Path, Path]:
-    require_runtime()
-    ckpt = _checkpoint(tmp_path, TINY_CLASSIFY, "cls")
-    assert main(["export", str(ckpt), "--imgsz", "64", "--dynamic"]) == 0
-    return ckpt, ckpt.with_suffix(".onnx")
+    return _exported(tmp_path, TINY_CLASSIFY, "cls", "--dynamic")
 
 
 @pytest.fixture
