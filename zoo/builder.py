@@ -194,6 +194,7 @@ def _build_rows(spec: ModelSpec, ch: int, budget: "_Budget") -> Graph:
     symbols = _symbols(spec)
     channels: list[Channels] = []  # out channels per row
     modules: list[nn.Module] = []
+    classes: list[type] = []  # each built row's registered class
     records: list[RowRecord] = []
     save: set[int] = set()
     strides: list[Any] | None = []
@@ -207,7 +208,8 @@ def _build_rows(spec: ModelSpec, ch: int, budget: "_Budget") -> Graph:
                 sources = source if isinstance(source, list) else [source]
                 resolved = [(ch if (s == -1 and i == 0) else channels[s]) for s in sources]
                 c_in = resolved if isinstance(source, list) else resolved[0]
-                ctx = RowContext(c_in, _resolve(raw_args, symbols), n, spec.width, spec.max_channels, spec.nc)
+                ctx = RowContext(c_in, _resolve(raw_args, symbols), n, spec.width, spec.max_channels, spec.nc,
+                                 spec.scale, symbols, tuple(classes))
                 try:
                     wired = entry.wiring(ctx)
                 except (ValueError, TypeError, IndexError, OverflowError) as exc:
@@ -267,4 +269,5 @@ def _build_rows(spec: ModelSpec, ch: int, budget: "_Budget") -> Graph:
             rec_source = tuple(source) if isinstance(source, list) else source
             records.append(RowRecord(i, rec_source, n, name, tuple(wired.args), out, params, section, _forward_keywords(module)))
             modules.append(module)
+            classes.append(entry.cls)
     return Graph(modules, records, frozenset(save), strides)

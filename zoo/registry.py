@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 # The files that define zoo's blocks and the foreign key maps of their families. A new family is a
 # new file under zoo/nn plus one entry here.
-FAMILIES = ("zoo.nn.common", "zoo.nn.yolov10", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
+FAMILIES = ("zoo.nn.common", "zoo.nn.yolov5", "zoo.nn.yolov8", "zoo.nn.yolov10", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
             "zoo.nn.classifier_head", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
             "zoo.nn.sam_keys")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 Channels = Any  # int, or list of Channels for multi-input rows / multi-output sources
 Stride = Any  # float for a feature map, None for an output that is not one (a head's)
@@ -39,6 +39,9 @@ class RowContext:
     width: float = 1.0
     max_channels: int = 1 << 30
     nc: int | None = None
+    scale: str | None = None  # the chosen compound scale ("n", "s", ...): Ultralytics' C3k2 / A2C2f rows read it
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the config's top-level scalars (reg_max, end2end, ...)
+    earlier: tuple[type, ...] = ()  # the module classes of the rows before this one (heads that adapt to the body)
 
     def scale_width(self, c: int) -> int:
         """Width-scale an output channel count, leaving a class count (``c == nc``) alone."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.nn.yolov10 import DFL
+from zoo.nn.yolov8 import DFL
 from zoo.ops.anchors import box_to_distances, dfl_expectation, dist2bbox, grid_anchors, make_anchors
 from zoo.ops.boxes import xyxy_to_xywh
 

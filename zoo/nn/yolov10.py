@@ -1,8 +1,8 @@
 """YOLOv10 blocks and the NMS-free detection head.
 
 Paper: Wang et al., "YOLOv10: Real-Time End-to-End Object Detection", arXiv:2405.14458.
-C2f/SPPF/Bottleneck follow YOLOv8 (Jocher et al., Ultralytics 2023). Attribute names follow the
-Ultralytics checkpoints so their weights load unchanged.
+It reuses C2f and DFL (:mod:`zoo.nn.yolov8`) and SPPF (:mod:`zoo.nn.yolov5`). Attribute names follow
+the Ultralytics checkpoints so their weights load unchanged.
 """
 from __future__ import annotations
 
@@ -16,79 +16,13 @@ import torch.nn.functional as F
 from zoo.nn.common import Conv, attention, exporting
 from zoo.nn.fast_cpu import conv_act
 from zoo.nn.heads import DEFAULT_MAX_DET
-from zoo.ops.anchors import dfl_expectation, dist2bbox, make_anchors
+from zoo.nn.yolov8 import DFL, C2f
+from zoo.ops.anchors import dist2bbox, make_anchors
 from zoo.ops.boxes import xywh_to_xyxy
 from zoo.registry import register
 from zoo.wiring import in_out, multi_input, not_a_map, same_size, stride_arg
 
-__all__ = [
-    "Bottleneck", "C2f", "SPPF", "SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "DFL", "v10Detect",
-    "make_anchors", "dist2bbox", "v10_postprocess",
-]
-
-
-class Bottleneck(nn.Module):
-    """Two convs with an optional residual. ``(B, c1, H, W) -> (B, c2, H, W)``."""
-
-    def __init__(self, c1: int, c2: int, shortcut: bool = True, g: int = 1,
-                 k: tuple[int, int] = (3, 3), e: float = 0.5) -> None:
-        super().__init__()
-        hidden = int(c2 * e)
-        self.cv1 = Conv(c1, hidden, k[0], 1)
-        self.cv2 = Conv(hidden, c2, k[1], 1, g=g)
-        self.add = shortcut and c1 == c2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-@register(wiring=in_out(repeats_at=2, spatial=same_size()))
-class C2f(nn.Module):
-    """CSP block with ``n`` bottlenecks whose every output is concatenated (YOLOv8).
-
-    ``(B, c1, H, W) -> (B, c2, H, W)``; hidden width ``c = int(c2 * e)``.
-    """
-
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5) -> None:
-        super().__init__()
-        self.c = int(c2 * e)
-        self.cv1 = Conv(c1, 2 * self.c, 1, 1)
-        self.cv2 = Conv((2 + n) * self.c, c2, 1)
-        self.m = nn.ModuleList(self._block(shortcut, g) for _ in range(n))
-
-    def _block(self, shortcut: bool, g: int) -> nn.Module:
-        return Bottleneck(self.c, self.c, shortcut, g, k=(3, 3), e=1.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = list(self.cv1(x).chunk(2, 1))
-        for block in self.m:
-            y.append(block(y[-1]))
-        return self.cv2(torch.cat(y, 1))
-
-
-@register(wiring=in_out(spatial=same_size()))
-class SPPF(nn.Module):
-    """Spatial pyramid pooling, fast: ``n`` chained max-pools concatenated. ``(B,c1,H,W)->(B,c2,H,W)``.
-
-    ``n`` and ``shortcut`` are the YOLO26-era extensions; the defaults give the YOLOv8/v10 block.
-    """
-
-    def __init__(self, c1: int, c2: int, k: int = 5, n: int = 3, shortcut: bool = False) -> None:
-        super().__init__()
-        hidden = c1 // 2
-        self.cv1 = Conv(c1, hidden, 1, 1)
-        self.cv2 = Conv(hidden * (n + 1), c2, 1, 1)
-        self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
-        self.n = n
-        self.add = shortcut and c1 == c2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = [self.cv1(x)]
-        for _ in range(self.n):
-            y.append(self.m(y[-1]))
-        out = self.cv2(torch.cat(y, 1))
-        return x + out if self.add else out
+__all__ = ["SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "v10Detect", "v10_postprocess"]
 
 
 @register(wiring=in_out(spatial=stride_arg(3, default=2)))
@@ -222,29 +156,6 @@ class PSA(nn.Module):
         b = b + self.attn(b)
         b = b + self.ffn(b)
         return self.cv2(torch.cat((a, b), 1))
-
-
-class DFL(nn.Module):
-    """Distribution focal loss integral: expected value of a ``c1``-bin distribution.
-
-    ``(B, 4*c1, A) -> (B, 4, A)``. The fixed projection is a (frozen) 1x1 conv, as in Ultralytics.
-    """
-
-    def __init__(self, c1: int = 16) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
-        self.conv.weight.data[:] = torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1)
-        self.c1 = c1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, a = x.shape
-        probs = x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)
-        return self.conv(probs).view(b, 4, a)
-
-    def expectation(self, x: torch.Tensor) -> torch.Tensor:
-        """The same integral with the bins innermost: ``(..., 4*c1) -> (..., 4)`` (the softmax then
-        runs over contiguous memory, and no transposed copy is made)."""
-        return dfl_expectation(x, self.conv.weight.view(self.c1))
 
 
 def v10_postprocess(preds: torch.Tensor, max_det: int = 300, nc: int | None = None) -> torch.Tensor:
