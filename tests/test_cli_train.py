@@ -91,7 +91,7 @@ def test_classify_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     write_crops(ShapesConfig(n_train=10, n_val=5, size=(64, 64)), tmp_path / "crops")
     cfg = tmp_path / "cls.yaml"
-    cfg.write_text("nc: 2\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\nhead:\n  - [-1, 1, Classify, [nc]]\n")
+    cfg.write_text("nc: 2\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\nhead:\n  - [-1, 1, ClassifierHead, [nc]]\n")
     rc = main(["train", str(cfg), "--data", str(tmp_path / "crops"), "--epochs", "1", "--imgsz", "32",
                "--batch", "5", "--workers", "0", "--device", "cpu", "--no-progress", "--no-plots"])
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ from zoo.model import Model
 TINY = {
     "nc": 3,
     "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [16, 3, 2]]],
-    "head": [[-1, 1, "Classify", ["nc"]]],
+    "head": [[-1, 1, "ClassifierHead", ["nc"]]],
 }
 
 

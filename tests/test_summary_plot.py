@@ -13,7 +13,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 TINY = {
     "nc": 3,
     "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [16, 3, 2]]],
-    "head": [[-1, 1, "Classify", ["nc"]]],
+    "head": [[-1, 1, "ClassifierHead", ["nc"]]],
 }
 
 

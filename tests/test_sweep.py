@@ -22,7 +22,7 @@ backbone:
   - [-1, 1, Conv, [32, 3, 2]]
   - [-1, 1, C2f, [32, True]]
 head:
-  - [-1, 1, Classify, [nc]]
+  - [-1, 1, ClassifierHead, [nc]]
 """
 
 FAST = ["--runs", "2", "--warmup", "0", "--no-progress"]
@@ -104,7 +104,7 @@ def test_sweep_writes_csv_png_and_table(tiny: Path, tmp_path: Path, capsys) -> N
     assert [r["variant"] for r in rows] == ["n nc=3", "n nc=5", "s nc=3", "s nc=5"]
     params = {r["variant"]: int(r["params"]) for r in rows}
     assert params["s nc=3"] > params["n nc=3"]
-    # Classify's Linear has (c_in + 1) params per class: 2 more classes add 2 * (c_in + 1)
+    # ClassifierHead's Linear has (c_in + 1) params per class: 2 more classes add 2 * (c_in + 1)
     assert params["n nc=5"] - params["n nc=3"] == 2 * (16 + 1)
     assert params["s nc=5"] - params["s nc=3"] == 2 * (32 + 1)
     for r in rows:

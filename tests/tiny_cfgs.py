@@ -19,7 +19,7 @@ backbone:
   - [-1, 1, Conv, [8, 3, 2]]
   - [-1, 1, Conv, [16, 3, 2]]
 head:
-  - [-1, 1, Classify, [nc]]
+  - [-1, 1, ClassifierHead, [nc]]
 """
 
 # a small RT-DETR (its decoder at width 32) and a 4-class classifier, for predict / inference tests
@@ -41,7 +41,7 @@ backbone:
   - [-1, 1, Conv, [16, 3, 2]]
   - [-1, 1, Conv, [32, 3, 2]]
 head:
-  - [-1, 1, Classify, [nc]]
+  - [-1, 1, ClassifierHead, [nc]]
 """
 
 # a stride-16 stand-in encoder and a narrow SAM head: the SAM task code runs in full, fast

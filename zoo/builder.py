@@ -7,11 +7,14 @@ a row becomes a :class:`~zoo.errors.ConfigError` carrying the file, the row inde
 from __future__ import annotations
 
 import inspect
+import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
+import yaml
 
 from zoo.config import ModelSpec
 from zoo.errors import ConfigError
@@ -19,7 +22,7 @@ from zoo.limits import (  # noqa: F401  (build_limits and DEFAULT_MAX_PARAMS: re
     _MAX_PARAMS, DEFAULT_MAX_PARAMS, ESTIMATE_IMGSZ, SMALLER, _Budget, _count, _Recheck, build_limits,
 )
 from zoo.registry import MODULES, Entry, load_entry_point_plugins, load_plugins
-from zoo.wiring import Channels, RowContext
+from zoo.wiring import Channels, RowContext, default_activation
 
 __all__ = ["RowRecord", "Graph", "parse_model", "head_task", "load_config_plugins", "build_limits", "DEFAULT_MAX_PARAMS"]
 
@@ -190,7 +193,49 @@ def parse_model(spec: ModelSpec, ch: int = 3, plugins: tuple[str, ...] = ()) -> 
     return _build_rows(spec, ch, _Budget(limit, imgsz))
 
 
+def _refused_head(spec: ModelSpec) -> None:
+    """A config whose head zoo refuses (an Ultralytics segment/pose/OBB head, ...) fails on that row
+    first, before an earlier row's own refusal or a long build could say something less to the point."""
+    rows = spec.rows()
+    section, _, row = rows[-1]
+    if isinstance(row, list) and len(row) == 4 and isinstance(row[2], str):
+        reason = MODULES.refusal(row[2])
+        if reason is not None:
+            raise ConfigError(f"{row[2]}: {reason}", file=spec.source, row=len(rows) - 1, section=section)
+
+
+_ACTIVATION = re.compile(r"^(?:torch\.)?nn\.([A-Za-z][A-Za-z0-9_]*)\((.*)\)$")
+
+
+def _activation(spec: ModelSpec) -> Any:
+    """The config's ``activation:`` (Ultralytics' ``torch.nn.ReLU()`` form) as a factory, read without
+    evaluating the text: a torch.nn activation class name and literal arguments. None when absent."""
+    text = spec.cfg.get("activation")
+    if text is None:
+        return None
+    hint = "write a torch.nn activation like nn.ReLU(), nn.SiLU() or nn.LeakyReLU(0.1)"
+    match = _ACTIVATION.match(str(text).strip()) if isinstance(text, str) else None
+    cls = getattr(nn, match.group(1), None) if match else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == "torch.nn.modules.activation"):
+        raise ConfigError(f"'activation' {text!r} is not a torch.nn activation; {hint}", file=spec.source)
+    try:
+        # the arguments as a YAML flow sequence: numbers, booleans and strings, nothing callable
+        args = tuple(yaml.safe_load(f"[{match.group(2)}]") or ()) if match.group(2).strip() else ()
+        cls(*args)
+    except Exception:
+        raise ConfigError(f"'activation' {text!r}: its arguments must be literal values {cls.__name__} accepts; "
+                          f"{hint}", file=spec.source) from None
+    return lambda: cls(*args)
+
+
 def _build_rows(spec: ModelSpec, ch: int, budget: "_Budget") -> Graph:
+    _refused_head(spec)
+    act = _activation(spec)
+    with default_activation(act) if act is not None else nullcontext():
+        return _build_all_rows(spec, ch, budget)
+
+
+def _build_all_rows(spec: ModelSpec, ch: int, budget: "_Budget") -> Graph:
     symbols = _symbols(spec)
     channels: list[Channels] = []  # out channels per row
     modules: list[nn.Module] = []

@@ -123,6 +123,29 @@ def _module_tree_state(obj: Any, prefix: str = "", out: dict[str, torch.Tensor] 
 
 
 # --------------------------------------------------------------------------- reading
+def _renamed_classifier_rows(config: Any, state: Mapping[str, torch.Tensor]) -> Any:
+    """zoo checkpoints written by 0.1.0 and earlier called zoo's own classifier head ``Classify``, the name that now
+    means Ultralytics' head; a ``Classify`` row whose weights are zoo's (``model.I.fc.*``, where
+    Ultralytics' has ``linear``) is renamed ``ClassifierHead`` so the checkpoint builds what it was."""
+    if not isinstance(config, Mapping):
+        return config
+    config = dict(config)
+    index = 0
+    for section in ("backbone", "head"):
+        rows = config.get(section)
+        if not isinstance(rows, list):
+            continue
+        renamed = []
+        for row in rows:
+            if (isinstance(row, list) and len(row) == 4 and row[2] == "Classify"
+                    and f"model.{index}.fc.weight" in state):
+                row = [row[0], row[1], "ClassifierHead", row[3]]
+            renamed.append(row)
+            index += 1
+        config[section] = renamed
+    return config
+
+
 @dataclass
 class Checkpoint:
     state_dict: dict[str, torch.Tensor]
@@ -156,7 +179,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
     if isinstance(obj, Mapping) and "model_state" in obj:
         extra = {k: v for k, v in obj.items() if k not in ("model_state", "yaml", "plugins")}
-        return Checkpoint(dict(obj["model_state"]), obj.get("yaml"), "zoo", str(path), list(obj.get("plugins") or []), extra)
+        state = dict(obj["model_state"])
+        return Checkpoint(state, _renamed_classifier_rows(obj.get("yaml"), state), "zoo", str(path),
+                          list(obj.get("plugins") or []), extra)
     if isinstance(obj, Mapping) and isinstance(obj.get("ema") or obj.get("model"), _Inert):
         tree = obj.get("ema") or obj.get("model")
         config = tree.__dict__.get("yaml")

@@ -60,6 +60,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         stride = "declared" if entry.wiring.spatial is not None else "trial run"
         print(f"{entry.name:<22}{entry.registered_by:<12}{stride:<11}{entry.wiring.describe:<50}{entry.signature()}")
     print("\n(any torch.nn module is available as nn.<Name>)\n\n"
+          "A scale letter after a cfg's number picks that scale, as in Ultralytics: `yolov8s` is yolov8.yaml at scale s.\n"
           "shipped cfgs (give the name from any folder: `zoo info yolov10n`, `Model('yolov10n')`):")
     cfgs = shipped_cfgs()
     width = max((len(cfg.stem) for cfg in cfgs), default=0) + 2

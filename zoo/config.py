@@ -124,7 +124,7 @@ class ModelSpec:
 
 def shipped_cfgs() -> list[Path]:
     """The model YAMLs shipped inside the package, sorted by name."""
-    return sorted(CFG_DIR.glob("*.yaml")) if CFG_DIR.is_dir() else []
+    return sorted(CFG_DIR.glob("*.yaml"), key=lambda p: p.stem) if CFG_DIR.is_dir() else []
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -134,6 +134,16 @@ def list_models(pattern: str | None = None) -> list[str]:
     return fnmatch.filter(names, pattern) if pattern else names
 
 
+_SCALED_NAME = re.compile(r"^(?P<base>.*\d)(?P<scale>[nslmx])(?P<rest>-.+)?$")
+
+
+def scaled_name(stem: str) -> tuple[str, str] | None:
+    """Ultralytics' naming: ``yolov8n`` is ``yolov8.yaml`` at scale ``n``, ``yolo11s-cls`` is
+    ``yolo11-cls.yaml`` at ``s``. Returns ``(base stem, scale)``, or None for a name without one."""
+    match = _SCALED_NAME.match(stem)
+    return (match["base"] + (match["rest"] or ""), match["scale"]) if match else None
+
+
 def find_cfg(cfg: str | Path) -> Path:
     """The YAML file ``cfg`` names: an existing path wins; else a shipped cfg by name (``yolov10n``,
     ``yolov10n.yaml``, ``cfg/yolov10n.yaml`` from any folder); else a ConfigError suggesting close names.
@@ -141,13 +151,18 @@ def find_cfg(cfg: str | Path) -> Path:
     path = Path(cfg)
     if path.exists():
         return path
+    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    unscaled = scaled_name(stem)
+    if unscaled and path.suffix in (".yaml", ".yml") and path.with_name(unscaled[0] + path.suffix).exists():
+        return path.with_name(unscaled[0] + path.suffix)  # a user's yolov8n.yaml next to their yolov8.yaml
     parent = path.parent.as_posix()
     if parent not in (".", "cfg") or path.suffix not in ("", ".yaml", ".yml"):
         return path
-    stem = path.stem if path.suffix else path.name
     shipped = {p.stem: p for p in shipped_cfgs()}
     if stem in shipped:
         return shipped[stem]
+    if unscaled and unscaled[0] in shipped:
+        return shipped[unscaled[0]]
     close = difflib.get_close_matches(stem, list(shipped), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
     raise ConfigError(f"unknown model {str(cfg)!r} (no such file, no shipped cfg of that name){hint} "
@@ -250,6 +265,12 @@ def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, 
     else:
         path = find_cfg(cfg)  # a path, or a shipped cfg's name
         data, source, base_dir, name = load_yaml(path), str(path), path.resolve().parent, path.stem
+        asked = Path(cfg).stem if Path(cfg).suffix in (".yaml", ".yml") else Path(cfg).name
+        unscaled = scaled_name(asked)
+        if asked != name and unscaled and unscaled[0] == name:  # yolov8n -> yolov8.yaml at scale n
+            name = asked
+            if scale is None and str(unscaled[1]) in [str(k) for k in data.get("scales") or {}]:
+                scale = unscaled[1]
 
     if not isinstance(data, dict):
         raise ConfigError("top level must be a mapping", file=source)

@@ -39,8 +39,8 @@ T = TypeVar("T")
 
 # The files that define zoo's blocks and the foreign key maps of their families. A new family is a
 # new file under zoo/nn plus one entry here.
-FAMILIES = ("zoo.nn.common", "zoo.nn.yolov5", "zoo.nn.yolov8", "zoo.nn.yolov10", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
-            "zoo.nn.classifier_head", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
+FAMILIES = ("zoo.nn.common", "zoo.nn.yolov5", "zoo.nn.yolov8", "zoo.nn.yolo_detect", "zoo.nn.ghost", "zoo.nn.yolov10", "zoo.nn.yolo11", "zoo.nn.yolo12", "zoo.nn.yolov9", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
+            "zoo.nn.classifier_head", "zoo.nn.yolo_classify", "zoo.nn.unsupported", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
             "zoo.nn.sam_keys")
 
 
@@ -71,6 +71,7 @@ class Registry(Generic[T]):
         self._candidates = candidates
         self._unknown_hint = unknown_hint
         self._items: dict[str, T] = {}
+        self._refused: dict[str, str] = {}  # names known and deliberately not supported -> why
         self._sources: dict[str, str] = {}
         self._plugin_source: str | None = None  # set while a plugin is being imported
 
@@ -99,6 +100,16 @@ class Registry(Generic[T]):
         self._sources[key] = source
         return member
 
+    def refuse(self, name: str, reason: str) -> None:
+        """Mark ``name`` as known but unsupported: looking it up raises ``reason`` (one line) instead of
+        "unknown ... did you mean". A member registered under that name later (a plugin's) wins."""
+        self._refused[name] = reason
+
+    def refusal(self, name: str) -> str | None:
+        """Why ``name`` is refused, or None when it is not (registered members are never refused)."""
+        self._load_members()
+        return None if name in self._items else self._refused.get(name)
+
     # ------------------------------------------------------------------ looking up
     def _load_members(self) -> None:
         if not self._members_loaded:
@@ -114,6 +125,8 @@ class Registry(Generic[T]):
         found = self._fallback(name) if self._fallback else None
         if found is not None:
             return found
+        if name in self._refused:
+            raise ConfigError(f"{name}: {self._refused[name]}")
         candidates = list(self._items) + (self._candidates() if self._candidates else [])
         close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (

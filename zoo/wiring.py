@@ -16,8 +16,35 @@ model; otherwise :class:`~zoo.model.Model` finds them with a trial forward pass.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+import torch.nn as nn
+
+# The activation a Conv built with act=True gets: SiLU, unless a config's top-level `activation:` says
+# otherwise for its build (YOLOv6's ReLU). A context variable, not state on the class: two models built
+# one after the other (or in two threads) never see each other's choice.
+_DEFAULT_ACT: ContextVar[Callable[[], Any] | None] = ContextVar("zoo_default_activation", default=None)
+
+
+@contextmanager
+def default_activation(factory: Callable[[], Any]) -> Iterator[None]:
+    """Within the block, ``Conv(..., act=True)`` builds its activation with ``factory()`` (the builder
+    enters it for a config with an ``activation:``)."""
+    token = _DEFAULT_ACT.set(factory)
+    try:
+        yield
+    finally:
+        _DEFAULT_ACT.reset(token)
+
+
+def build_activation() -> Any:
+    """A new default activation module for a conv being built now: the config's, else ``nn.SiLU()``."""
+    factory = _DEFAULT_ACT.get()
+    return factory() if factory is not None else nn.SiLU()
+
 
 Channels = Any  # int, or list of Channels for multi-input rows / multi-output sources
 Stride = Any  # float for a feature map, None for an output that is not one (a head's)
@@ -149,6 +176,23 @@ def _upsampled(args: list, strides: list[Stride]) -> float:
     return single_stride(strides) / factor
 
 
+def _pooled(args: list, strides: list[Stride]) -> float:
+    """``nn.MaxPool2d(kernel_size, stride=None, ...)``: the pixel spacing grows by the stride, which
+    defaults to the kernel size (the size change from kernel and padding is a border, not a stride)."""
+    step = args[1] if len(args) > 1 and args[1] is not None else (args[0] if args else None)
+    if isinstance(step, (list, tuple)):
+        raise LookupError("a per-axis pooling stride has no single output stride")
+    return single_stride(strides) * checked_step(step, "MaxPool2d stride")
+
+
+def _transposed(args: list, strides: list[Stride]) -> float:
+    """``nn.ConvTranspose2d(c1, c2, kernel_size, stride=1, ...)`` after wiring: spacing / stride."""
+    step = args[3] if len(args) > 3 else 1
+    if isinstance(step, (list, tuple)):
+        raise LookupError("a per-axis stride has no single output stride")
+    return single_stride(strides) / checked_step(step, "ConvTranspose2d stride")
+
+
 def in_out(repeats_at: int | None = None, scale: bool = True, spatial: Spatial | None = None) -> Wiring:
     """``args[0]`` is the output channel count (width-scaled); the input channels are prepended.
 
@@ -243,7 +287,10 @@ TORCH_WIRINGS: dict[str, Wiring] = {
     "BatchNorm2d": Wiring(lambda ctx: Wired([ctx.single_input()], ctx.repeats, ctx.single_input()), "(c1)",
                           same_size()),
     "Upsample": passthrough(_upsampled),
-    "ConvTranspose2d": in_out(),
+    "Identity": passthrough(same_size()),  # YOLOv9e's input row
+    "ConvTranspose2d": in_out(spatial=_transposed),
+    "MaxPool2d": passthrough(_pooled),  # YOLOv3-tiny's downsampling
+    "ZeroPad2d": passthrough(same_size()),  # a border of zeros leaves the pixel spacing as it was
     "Conv2d": in_out(scale=False),
     "LayerNorm": in_first(),
 }

@@ -112,7 +112,7 @@ backbone:
   - [-1, 1, ExportTestSpectralGate, [16]]
   - [-1, 1, Conv, [32, 3, 2]]
 head:
-  - [-1, 1, Classify, [nc]]
+  - [-1, 1, ClassifierHead, [nc]]
 """
 
 

@@ -181,7 +181,7 @@ def test_prompt_arrays_follow_segment_anything() -> None:
 
 
 def test_refusals(tmp_path) -> None:
-    detector = Model({"nc": 2, "backbone": [[-1, 1, "Conv", [8, 3, 2]]], "head": [[-1, 1, "Classify", ["nc"]]]})
+    detector = Model({"nc": 2, "backbone": [[-1, 1, "Conv", [8, 3, 2]]], "head": [[-1, 1, "ClassifierHead", ["nc"]]]})
     with pytest.raises(ExportError, match="SamHead"):
         export_sam(detector, tmp_path)
     model = Model(CFG / "sam-tinyvit.yaml", trial_run=False)

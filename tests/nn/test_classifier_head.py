@@ -1,11 +1,11 @@
-"""Classify head: shapes, options, wiring (width scaling, errors), fusing."""
+"""ClassifierHead head: shapes, options, wiring (width scaling, errors), fusing."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from zoo import ConfigError, Model
-from zoo.nn.classifier_head import Classify
+from zoo.nn.classifier_head import ClassifierHead
 
 
 def _cfg(head_args: list, width: float = 1.0) -> dict:
@@ -13,19 +13,19 @@ def _cfg(head_args: list, width: float = 1.0) -> dict:
         "nc": 10,
         "scales": {"a": [1.0, width, 1024]},
         "backbone": [[-1, 1, "Conv", [32, 3, 2]]],
-        "head": [[-1, 1, "Classify", head_args]],
+        "head": [[-1, 1, "ClassifierHead", head_args]],
     }
 
 
 def test_logits_shape_and_task() -> None:
-    head = Classify(32, 7).eval()
+    head = ClassifierHead(32, 7).eval()
     assert head.task == "classify" and head.out_channels == 7
     assert head(torch.randn(3, 32, 5, 9)).shape == (3, 7)
     assert head.expand is None and head.norm is None
 
 
 def test_expansion_and_norm_options() -> None:
-    head = Classify(32, 7, expand=48, norm=True).eval()
+    head = ClassifierHead(32, 7, expand=48, norm=True).eval()
     x = torch.randn(2, 32, 6, 6)
     with torch.no_grad():
         feats = head.features(x)
@@ -37,7 +37,7 @@ def test_expansion_and_norm_options() -> None:
 
 def test_dropout_only_in_training() -> None:
     torch.manual_seed(0)
-    head = Classify(16, 4, dropout=0.5)
+    head = ClassifierHead(16, 4, dropout=0.5)
     x = torch.randn(4, 16, 3, 3)
     head.eval()
     assert torch.equal(head(x), head(x))

@@ -67,7 +67,7 @@ def test_backbone_row_loads_timm_weights_and_feeds_index_rows() -> None:
     cfg = {
         "nc": 1000,
         "backbone": [[-1, 1, "MobileViTBackbone", ["xxs"]]],
-        "head": [[0, 1, "Index", [3]], [-1, 1, "Classify", ["nc"]]],
+        "head": [[0, 1, "Index", [3]], [-1, 1, "ClassifierHead", ["nc"]]],
     }
     model = Model(cfg).eval()
     assert model.records[0].out_channels == [24, 48, 64, 320]

@@ -170,7 +170,7 @@ def test_backbone_row_loads_timm_weights_and_feeds_index_rows() -> None:
         "nc": 1000,
         "imgsz": 64,
         "backbone": [[-1, 1, "TinyViTBackbone", ["5m"]]],
-        "head": [[0, 1, "Index", [3]], [-1, 1, "Classify", ["nc", 0, True]]],
+        "head": [[0, 1, "Index", [3]], [-1, 1, "ClassifierHead", ["nc", 0, True]]],
     }
     model = Model(cfg).eval()
     assert model.records[0].out_channels == [64, 128, 160, 320]

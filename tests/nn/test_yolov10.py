@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from zoo import Model
-from zoo.nn.yolov10 import RepVGGDW, v10_postprocess
+from zoo.nn.yolov10 import RepVGGDW
+from zoo.ops.detections import topk_detections as v10_postprocess
 
 from zoo_test_paths import CFG, fixture_dir
 

@@ -14,7 +14,7 @@ from zoo.nn.common import fuse_conv_bn
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, not_a_map
 
-__all__ = ["Classify"]
+__all__ = ["ClassifierHead"]
 
 
 def _wire_classify(ctx: RowContext) -> Wired:
@@ -35,7 +35,7 @@ def _wire_classify(ctx: RowContext) -> Wired:
 
 
 @register(wiring=custom(_wire_classify, "(c1, nc, expand*width=0, norm=False, dropout=0.0)", not_a_map()))
-class Classify(nn.Module):
+class ClassifierHead(nn.Module):
     """Classification head. ``(B, c1, H, W) -> (B, nc)`` raw logits (train and eval alike).
 
     Args:

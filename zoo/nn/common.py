@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _get_disp
 from zoo.nn.conv_norm_act import ConvNormAct, autopad, fuse_conv_bn
 from zoo.nn.fast_cpu import linear_act
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, concat, custom, in_out, picked_output, stride_arg
+from zoo.wiring import RowContext, Wired, build_activation, concat, custom, in_out, picked_output, stride_arg
 
 __all__ = [
     "autopad", "fuse_conv_bn", "Conv", "DWConv", "Concat", "Index", "LayerNorm2d", "MLP", "attention",
@@ -27,6 +27,7 @@ __all__ = [
 
 ULTRA_BN_EPS = 1e-3
 ULTRA_BN_MOMENTUM = 0.03
+
 
 
 def exporting() -> bool:
@@ -44,13 +45,14 @@ class Conv(ConvNormAct):
     """Ultralytics' Conv: Conv2d -> BatchNorm2d(eps 1e-3, momentum 0.03) -> activation.
     ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
 
-    ``act``: ``True`` for SiLU, ``False`` for none (an ``nn.Identity``, as Ultralytics registers), or an
+    ``act``: ``True`` for the default activation (SiLU unless the config's ``activation:`` names
+    another, see :func:`default_activation`), ``False`` for none (an ``nn.Identity``, as Ultralytics registers), or an
     ``nn.Module``. After :meth:`fuse` the BN is folded into the conv and ``self.bn`` is ``None``.
     """
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1,
                  d: int = 1, act: bool | nn.Module = True) -> None:
-        activation = nn.SiLU() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+        activation = build_activation() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
         super().__init__(c1, c2, k, s, p, g, d, norm=partial(nn.BatchNorm2d, eps=ULTRA_BN_EPS,
                                                               momentum=ULTRA_BN_MOMENTUM), act=activation)
 

@@ -18,7 +18,7 @@ Stage-level row layout (timm ``mobilevit_xxs``; ``R`` = row)::
     R4  MobileViTBlock   [64, 16, 2]   n=2    dim 64, head_dim 16, patch 2   <- stages.2.1
     R5  MV2Stage / R6 MobileViTBlock          P4/16                     <- stages.3.{0,1}
     R7  MV2Stage / R8 MobileViTBlock          P5/32                     <- stages.4.{0,1}
-    R9  Classify         [nc, 320]            final 1x1 expansion + pool + fc  <- final_conv.*, head.fc.*
+    R9  ClassifierHead         [nc, 320]            final 1x1 expansion + pool + fc  <- final_conv.*, head.fc.*
 
 A timm stage is one MV2Stage row (whose ``blocks.{j}`` are timm's ``stages.{i}.{j}``) followed by the
 MobileViT block row, if any, which takes the next index ``j``. :class:`MobileViTBackbone` keeps timm's

@@ -13,7 +13,7 @@ with 1x1 convolutions, so no transposes are needed; normalisation is GroupNorm w
     R3  MV2Stage          [128, 2, 2.0]       P3/8                 <- stages.2.0
     R4  MobileViTBlockV2  [64, 2]       n=2   dim 64, patch 2      <- stages.2.1
     R5/R6, R7/R8: same for P4/16 and P5/32                         <- stages.3.*, stages.4.*
-    R9  Classify          [nc]                pool + fc            <- head.fc.*
+    R9  ClassifierHead          [nc]                pool + fc            <- head.fc.*
 """
 from __future__ import annotations
 

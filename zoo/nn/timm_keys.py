@@ -10,7 +10,7 @@ TinyViT (see :mod:`zoo.nn.tiny_vit` for the table)::
     stages.0.blocks.*        -> ConvLayer row .blocks.*
     stages.{i}.downsample.*  -> i-th PatchMerging row (i = 1..3)
     stages.{i}.blocks.*      -> i-th BasicLayer row .blocks.*
-    head.norm.* / head.fc.*  -> Classify row .norm.* / .fc.*
+    head.norm.* / head.fc.*  -> ClassifierHead row .norm.* / .fc.*
 
 :func:`map_tinyvit_key` also reads MobileSAM's ``image_encoder.*`` layout (``layout="mobilesam"``)
 for the SAM cfgs.
@@ -20,8 +20,8 @@ MobileViT v1/v2 (see :mod:`zoo.nn.mobilevit`)::
     stem.*                   -> the first ConvBNAct row .conv/.bn
     stages.{i}.{j}.*         -> the rows of stage i in order: MV2 rows (InvertedResidual /
                                 MV2Stage) then the MobileViTBlock / MobileViTBlockV2 row
-    final_conv.*             -> Classify row .expand.*
-    head.fc.*                -> Classify row .fc.*
+    final_conv.*             -> ClassifierHead row .expand.*
+    head.fc.*                -> ClassifierHead row .fc.*
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def tinyvit_rows(model: nn.Module) -> TinyViTRows:
     pe, cl = _indices(rows, "PatchEmbed"), _indices(rows, "ConvLayer")
     if len(pe) != 1 or len(cl) != 1:
         raise ValueError(f"expected one PatchEmbed and one ConvLayer row, found {len(pe)} and {len(cl)}")
-    cls = _indices(rows, "Classify")
+    cls = _indices(rows, "ClassifierHead")
     return TinyViTRows(pe[0], cl[0], tuple(_indices(rows, "PatchMerging")), tuple(_indices(rows, "BasicLayer")),
                        cls[0] if cls else None)
 
@@ -110,7 +110,7 @@ def map_tinyvit_key(key: str, rows: TinyViTRows, layout: str = "timm") -> str | 
 def convert_timm_tinyvit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     backbone = _indices(_rows(model), "TinyViTBackbone")
     if backbone:  # the whole-backbone row keeps timm's names
-        cls = _indices(_rows(model), "Classify")
+        cls = _indices(_rows(model), "ClassifierHead")
         out, skipped = {}, {}
         for key, value in sd.items():
             m = re.match(r"head\.(norm|fc)\.(.*)$", key)
@@ -121,7 +121,7 @@ def convert_timm_tinyvit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple
             elif m and cls:
                 out[f"model.{cls[0]}.{m[1]}.{m[2]}"] = value
             else:
-                skipped[key] = "no matching row (e.g. no Classify row for the head)"
+                skipped[key] = "no matching row (e.g. no ClassifierHead row for the head)"
         return out, skipped
     rows = tinyvit_rows(model)
     out: dict[str, torch.Tensor] = {}
@@ -132,7 +132,7 @@ def convert_timm_tinyvit(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple
             continue
         new = map_tinyvit_key(key, rows, "timm")
         if new is None:
-            skipped[key] = "no matching row (e.g. no Classify row for the head)"
+            skipped[key] = "no matching row (e.g. no ClassifierHead row for the head)"
         else:
             out[new] = value
     return out, skipped
@@ -161,7 +161,7 @@ def mobilevit_rows(model: nn.Module) -> MobileViTRows:
     blocks as ``j = 0..n-1``, and a following MobileViTBlock / MobileViTBlockV2 row takes the next ``j``.
     """
     rows = _rows(model)
-    cls = _indices(rows, "Classify")
+    cls = _indices(rows, "ClassifierHead")
     classify = cls[0] if cls else None
     prefixes: dict[str, str] = {}
     backbone = _indices(rows, "MobileViTBackbone")

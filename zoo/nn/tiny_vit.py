@@ -20,7 +20,7 @@ Row layout (downsampling is its own row, so timm's "downsample first" and Mobile
     row 5  BasicLayer    [head_dim, window]
     row 6  PatchMerging  [c, stride]             H/32 (stride 2, classifier) or H/16 (stride 1, MobileSAM)
     row 7  BasicLayer    [head_dim, window]
-    row 8  Classify      [nc, 0, True]           (classifier cfgs only)
+    row 8  ClassifierHead      [nc, 0, True]           (classifier cfgs only)
 
 State-dict correspondence (``R(k)`` = the k-th row of that type; with the layout above
 PatchMerging k -> row 2k+2, BasicLayer k -> row 2k+3)::

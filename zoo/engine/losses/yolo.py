@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from zoo.ops.anchors import box_to_distances, dfl_expectation, dist2bbox, grid_anchors
 from zoo.ops.boxes import ciou
 
-__all__ = ["TaskAlignedAssigner", "DetectionBranchLoss", "YOLOv10Loss", "LossGains", "grid_anchors",
+__all__ = ["TaskAlignedAssigner", "DetectionBranchLoss", "YOLOv8Loss", "YOLOv10Loss", "LossGains", "grid_anchors",
            "pad_targets"]
 
 
@@ -124,8 +124,10 @@ class DetectionBranchLoss(nn.Module):
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
 
     def decode(self, dist: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """(B, A, 4*reg_max) distance logits + (A, 2) anchors -> (B, A, 4) x1y1x2y2 (in cells)."""
-        return dist2bbox(dfl_expectation(dist, self.bins), anchors, xywh=False)
+        """(B, A, 4*reg_max) distance logits + (A, 2) anchors -> (B, A, 4) x1y1x2y2 (in cells). With one
+        bin (``reg_max`` 1, YOLO26) the outputs are the distances themselves, as the head decodes them."""
+        distances = dist if self.reg_max == 1 else dfl_expectation(dist, self.bins)
+        return dist2bbox(distances, anchors, xywh=False)
 
     def dfl(self, dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Distribution focal loss: (K, 4, reg_max) logits vs (K, 4) continuous targets -> (K,)."""
@@ -160,10 +162,45 @@ class DetectionBranchLoss(nn.Module):
             weight = target_scores.sum(-1)[fg]  # (K,)
             target_cells = (target_boxes / strides)[fg]
             loss_box = ((1 - ciou(pred_cells[fg], target_cells)) * weight).sum() / score_sum
-            anchor_fg = anchors.expand(b, -1, -1)[fg]
-            target_ltrb = box_to_distances(anchor_fg, target_cells)
-            loss_dfl = (self.dfl(dist[fg].view(-1, 4, self.reg_max), target_ltrb) * weight).sum() / score_sum
+            if self.reg_max > 1:  # one bin has no distribution to shape: CIoU alone trains the box
+                anchor_fg = anchors.expand(b, -1, -1)[fg]
+                target_ltrb = box_to_distances(anchor_fg, target_cells)
+                loss_dfl = (self.dfl(dist[fg].view(-1, 4, self.reg_max), target_ltrb) * weight).sum() / score_sum
         return torch.stack((loss_box * self.gains.box, loss_cls * self.gains.cls, loss_dfl * self.gains.dfl))
+
+
+def _strides(head: nn.Module) -> list[float]:
+    strides = [float(s) for s in head.stride]
+    if not strides or min(strides) <= 0:
+        raise ValueError("the detection head has no strides; build the model before making its loss")
+    return strides
+
+
+def _targets(batch: dict, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    device = levels[0].device
+    return pad_targets(batch["batch_idx"].to(device), batch["cls"].to(device),
+                       batch["boxes"].to(device, torch.float32), levels[0].shape[0])
+
+
+class YOLOv8Loss(nn.Module):
+    """The one-to-many (top-10 task-aligned) branch loss of a ``Detect`` head without a one-to-one branch
+    (YOLOv3-v9, YOLO11/12): the same loss as YOLOv10's one-to-many branch.
+
+    ``forward(preds, batch)`` takes the head's training output ``{"one2many": [...]}`` and a collated
+    batch; returns ``(loss, items)`` with the detached box / cls / dfl parts.
+    """
+
+    item_names = ("box", "cls", "dfl")
+
+    def __init__(self, head: nn.Module, gains: LossGains = LossGains(), topk: int = 10) -> None:
+        super().__init__()
+        self.one2many = DetectionBranchLoss(head.nc, head.reg_max, _strides(head), topk, gains)
+
+    def forward(self, preds: dict[str, list[torch.Tensor]], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        levels = preds["one2many"]
+        parts = self.one2many(levels, _targets(batch, levels))
+        items = {name: float(v) for name, v in zip(self.item_names, parts.detach())}
+        return parts.sum(), items
 
 
 class YOLOv10Loss(nn.Module):
@@ -179,18 +216,13 @@ class YOLOv10Loss(nn.Module):
     def __init__(self, head: nn.Module, gains: LossGains = LossGains(), topk_many: int = 10, topk_one: int = 1
                  ) -> None:
         super().__init__()
-        strides = [float(s) for s in head.stride]
-        if not strides or min(strides) <= 0:
-            raise ValueError("the detection head has no strides; build the model before making its loss")
+        strides = _strides(head)
         self.one2many = DetectionBranchLoss(head.nc, head.reg_max, strides, topk_many, gains)
         self.one2one = DetectionBranchLoss(head.nc, head.reg_max, strides, topk_one, gains)
 
     def forward(self, preds: dict[str, list[torch.Tensor]], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         levels = preds["one2one"]
-        b = levels[0].shape[0]
-        device = levels[0].device
-        targets = pad_targets(batch["batch_idx"].to(device), batch["cls"].to(device),
-                              batch["boxes"].to(device, torch.float32), b)
+        targets = _targets(batch, levels)
         parts = self.one2one(levels, targets)
         if "one2many" in preds:
             parts = parts + self.one2many(preds["one2many"], targets)

@@ -2,7 +2,8 @@
 
 Any head that keeps the detection contract of :mod:`zoo.nn.heads` works: its eval output gives the
 detections and the raw dict a validation loss scores, and its ``loss`` attribute names its entry in
-:data:`zoo.engine.tasks.heads.HEADS` (this file registers YOLOv10's, ``"yolov10"``).
+:data:`zoo.engine.tasks.heads.HEADS` (this file registers ``"yolov10"``, both branches of an end-to-end head, and ``"yolov8"``, the
+one-to-many branch of a ``Detect`` head whose detections go through NMS).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from zoo.data.dataset import DetectionDataset, collate_detection
 from zoo.data.spec import DataSpec
 from zoo.data.transforms import AugmentConfig
-from zoo.engine.losses.yolo import LossGains, YOLOv10Loss
+from zoo.engine.losses.yolo import LossGains, YOLOv8Loss, YOLOv10Loss
 from zoo.engine.metrics import ConfusionMatrix, DetectionMetrics
 from zoo.engine.plotting import (draw_boxes, draw_legend, grid_width, plot_confusion_matrix, plot_pr_curve, save_grid,
                                  side_by_side)
@@ -42,12 +43,12 @@ def box_augment(args: argparse.Namespace) -> AugmentConfig:
                          hsv_s=getattr(args, "hsv_s", 0.7), hsv_v=getattr(args, "hsv_v", 0.4))
 
 
-def _v10_loss(model: nn.Module, args: argparse.Namespace) -> nn.Module:
-    gains = LossGains(box=getattr(args, "box", 7.5), cls=getattr(args, "cls", 0.5), dfl=getattr(args, "dfl", 1.5))
-    return YOLOv10Loss(model.model[-1], gains)
+def _gains(args: argparse.Namespace) -> LossGains:
+    return LossGains(box=getattr(args, "box", 7.5), cls=getattr(args, "cls", 0.5), dfl=getattr(args, "dfl", 1.5))
 
 
-HEADS.register(DetectHead("yolov10", loss=_v10_loss))
+HEADS.register(DetectHead("yolov10", loss=lambda model, args: YOLOv10Loss(model.model[-1], _gains(args))))
+HEADS.register(DetectHead("yolov8", loss=lambda model, args: YOLOv8Loss(model.model[-1], _gains(args))))
 
 
 @TASKS.register
