@@ -14,7 +14,7 @@ import torch
 
 from zoo.errors import ConfigError
 from zoo.export.graphs import ExportGraph, deployed_copy
-from zoo.export.metadata import OUTPUTS_BY_TASK, RESIZE_BY_TASK, ExportMetadata
+from zoo.export.metadata import NMS_CANDIDATES, OUTPUTS_BY_TASK, RESIZE_BY_TASK, ExportMetadata
 from zoo.export.onnx import export_onnx, onnx_bytes, opset_fix, output_names_for, unsupported_op
 from zoo.export.options import ExportOptions
 from zoo.export.sam import export_sam
@@ -89,14 +89,19 @@ def export_model(model: Any, format: str = "onnx", imgsz: int | Sequence[int] | 
     path = Path(file) if file is not None else default_export_path(model, options.suffix)
     deployed = deployed_copy(model, half=half)
     head = deployed.model[-1] if hasattr(deployed, "model") else None
-    max_det = getattr(head, "max_det", None) if getattr(model, "task", None) == "detect" else None
-    graph = ExportGraph(deployed, getattr(model, "task", "features"), max_det).eval()
+    detector = getattr(model, "task", None) == "detect"
+    max_det = getattr(head, "max_det", None) if detector else None
+    nms = detector and getattr(head, "nms_free", True) is False
+    graph = ExportGraph(deployed, getattr(model, "task", "features"), max_det, nms).eval()
     dtype = torch.float16 if half else torch.float32
     example = torch.rand(options.batch, getattr(model, "ch", 3), *options.imgsz,
                          generator=torch.Generator().manual_seed(0)).to(dtype)
     # one output per task; a headless model's count is seen by running it once
     outputs = graph.output_names if graph.task in RESIZE_BY_TASK else output_names_for(graph, example)
     metadata = _metadata(model, graph, options, stride, outputs)
+    if nms:
+        metadata.nms_iou = float(head.nms_iou)
+        metadata.outputs = NMS_CANDIDATES
     if options.format == "torchscript":
         return export_torchscript(graph, example, path, metadata)
 

@@ -5,7 +5,9 @@ only divides uint8 pixels by 255) -> the deployed model (BN folded, re-parameter
 branches dropped) -> per task (:mod:`zoo.nn.heads`'s contract):
 
 - ``detect``: ``detections (B, K, 6)`` ``[x1, y1, x2, y2, score, class]``, best first: the head's own
-  NMS-free top-k (YOLOv10's one-to-one branch, RT-DETR's queries), so no NMS follows the graph;
+  NMS-free top-k (YOLOv10's one-to-one branch, RT-DETR's queries), so no NMS follows the graph; a head
+  that needs NMS (``nms_free`` False: YOLOv8/11's ``Detect``) ends the graph with its ``candidates
+  (B, A, 4 + nc)`` instead, and the runtime (:class:`zoo.export.module.ExportedModule`) runs the NMS;
 - ``classify``: ``probabilities (B, nc)``, the softmax ``zoo predict`` applies;
 - ``features`` (a backbone without a head): the output tensor(s) as the model returns them.
 """
@@ -50,9 +52,10 @@ def flat_tensors(value: Any) -> tuple[torch.Tensor, ...]:
 
 class ExportGraph(nn.Module):
     """``images`` in 0..1 -> the task output of the module doc. ``model``: a deployed copy (see
-    :func:`deployed_copy`); ``task``: its head's task; ``max_det``: detections per image."""
+    :func:`deployed_copy`); ``task``: its head's task; ``max_det``: detections per image; ``nms``: the
+    head outputs NMS candidates while exported (see the module doc)."""
 
-    def __init__(self, model: nn.Module, task: str, max_det: int | None = None) -> None:
+    def __init__(self, model: nn.Module, task: str, max_det: int | None = None, nms: bool = False) -> None:
         super().__init__()
         if task not in GRAPH_TASKS:
             hint = " (SAM exports as two graphs: zoo.export.sam)" if task == "segment" else ""
@@ -61,6 +64,7 @@ class ExportGraph(nn.Module):
         self.model = model
         self.task = task
         self.max_det = max_det
+        self.nms = nms  # detect: the output is NMS candidates
         dtype = next((p.dtype for p in model.parameters()), torch.float32)
         normaliser = InputNormaliser.for_model(model)
         # buffers (None when absent) so .half() / .to() move them with the weights
@@ -69,6 +73,8 @@ class ExportGraph(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
+        if self.task == "detect" and self.nms:
+            return ["candidates"]
         return {"detect": ["detections"], "classify": ["probabilities"]}.get(self.task, ["output"])
 
     def forward(self, images: torch.Tensor) -> Any:

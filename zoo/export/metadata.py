@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from zoo.errors import ZooError
 
-__all__ = ["ExportMetadata", "TORCHSCRIPT_FILE", "RESIZE_BY_TASK", "OUTPUTS_BY_TASK"]
+__all__ = ["ExportMetadata", "TORCHSCRIPT_FILE", "RESIZE_BY_TASK", "OUTPUTS_BY_TASK", "NMS_CANDIDATES"]
 
 TORCHSCRIPT_FILE = "zoo_metadata.json"  # its name inside a TorchScript archive's extra files
 RESIZE_BY_TASK = {"detect": "letterbox", "classify": "center_crop"}
@@ -28,6 +28,8 @@ OUTPUTS_BY_TASK = {
     "classify": "probabilities (B, nc) float: softmax of the logits",
     "features": "the model's output tensor(s), unchanged",
 }
+NMS_CANDIDATES = ("candidates (B, A, 4 + nc) float: x, y, w, h in input pixels, then class probabilities, one row "
+                  "per anchor; per-class NMS (IoU nms_iou) gives the detections")
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ExportMetadata:
     half: bool = False  # float16 input, weights and output
     opset: int | None = None
     max_det: int | None = None  # detections per image (rows of K), detectors only
+    nms_iou: float | None = None  # set: the graph outputs NMS candidates and the runtime runs NMS at this IoU
     input_name: str = "images"
     output_names: list[str] = field(default_factory=lambda: ["output"])
     input_layout: str = "NCHW RGB"

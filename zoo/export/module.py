@@ -8,7 +8,8 @@ code that runs a PyTorch model runs the file unchanged, with no second copy for 
 - ``normalises_inside = True``: the graph does the model's normalisation, so
   :meth:`zoo.data.normalise.InputNormaliser.for_model` gives it plain 0..1 pixels (the one place
   where the two differ);
-- ``forward(images, max_det=None)``: detectors ``(detections (B, K, 6), {})``; classifiers
+- ``forward(images, max_det=None)``: detectors ``(detections (B, K, 6), {})`` (for a graph that ends
+  with NMS candidates, the NMS runs here, as the head runs it in PyTorch); classifiers
   log-probabilities, which are logits whose softmax is the graph's probabilities again, so
   ``softmax`` / top-k code written for logits gives the same answer;
 - a static graph gets its fixed batch: a larger batch runs in chunks, a short one is padded.
@@ -23,6 +24,7 @@ import torch.nn as nn
 
 from zoo.errors import DataError
 from zoo.export.options import ExportError, check_imgsz
+from zoo.ops.detections import nms_detections
 
 if TYPE_CHECKING:  # runtime.py builds these modules; importing it here would be a cycle
     from zoo.export.runtime import ExportedModel
@@ -104,6 +106,10 @@ class ExportedModule(nn.Module):
     def forward(self, images: torch.Tensor, max_det: int | None = None) -> Any:
         out = self._run(images)
         if self.task == "detect":
+            nms_iou = self.exported.metadata.nms_iou
+            if nms_iou is not None:  # the graph ends with NMS candidates (a YOLOv8/11-style head)
+                limit = int(max_det if max_det is not None else self.exported.metadata.max_det or 300)
+                return nms_detections(out.float(), limit, float(nms_iou)), {}
             return (out if max_det is None else out[:, :int(max_det)]), {}
         if self.task == "classify":
             return out.float().clamp_min(TINY_PROBABILITY).log()

@@ -83,6 +83,8 @@ class Detect(nn.Module):
     class probabilities) of the one-to-one branch of an end-to-end head, else of the one-to-many branch;
     ``detections (B, K, 6)`` are its NMS-free top-``max_det`` (end-to-end) or its per-class NMS
     (:func:`zoo.ops.detections.nms_detections`, IoU :attr:`nms_iou`, candidates above :attr:`nms_conf`).
+    While being exported, an NMS head returns the candidates ``(B, A, 4 + nc)`` (boxes xywh, then
+    probabilities) in place of the detections; the exported file's runtime applies the NMS.
     """
 
     task = "detect"
@@ -117,6 +119,11 @@ class Detect(nn.Module):
             self.one2one_cv2 = nn.ModuleList(box_branch(c, box_hidden, reg_max) for c in ch)
             self.one2one_cv3 = nn.ModuleList(cls_branch(c, cls_hidden, nc) for c in ch)
         self._anchor_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def nms_free(self) -> bool:
+        """Whether the detections come from the one-to-one branch (top-k, no NMS)."""
+        return self.one2one_cv2 is not None and (self.end2end or self.cv2 is None)
 
     @property
     def loss(self) -> str:
@@ -161,7 +168,7 @@ class Detect(nn.Module):
             raw["one2one"] = self._levels([f.detach() for f in x], self.one2one_cv2, self.one2one_cv3)
         if self.training:
             return raw
-        nms_free = "one2one" in raw and (self.end2end or "one2many" not in raw)
+        nms_free = self.nms_free
         decoded = self.decode(raw["one2one"] if nms_free else raw["one2many"])
         limit = self.max_det if max_det is None else max_det
         # decoded is a transposed view of a contiguous (B, A, 4 + nc): the top-k reads that directly
@@ -173,6 +180,10 @@ class Detect(nn.Module):
                 # inputs with fewer anchors; an input with A * nc >= max_det gives the eager detections
                 preds = F.pad(preds, (0, 0, 0, limit), value=-1.0)
             detections = topk_detections(preds, limit)
+        elif exporting():
+            # NMS keeps a data-dependent number of boxes, which a traced graph cannot: an exported graph
+            # ends with the candidates (B, A, 4 + nc) and its runtime runs nms_detections (zoo.export)
+            detections = preds
         else:
             detections = nms_detections(preds, limit, self.nms_iou, self.nms_conf, self.max_candidates)
         return detections, {"decoded": decoded, **raw}
