@@ -39,8 +39,10 @@ T = TypeVar("T")
 
 # The files that define zoo's blocks and the foreign key maps of their families. A new family is a
 # new file under zoo/nn plus one entry here.
-FAMILIES = ("zoo.nn.common", "zoo.nn.yolov5", "zoo.nn.yolov8", "zoo.nn.yolo_detect", "zoo.nn.ghost", "zoo.nn.yolov10", "zoo.nn.yolo11", "zoo.nn.yolo12", "zoo.nn.yolov9", "zoo.nn.tiny_vit", "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2",
-            "zoo.nn.classifier_head", "zoo.nn.yolo_classify", "zoo.nn.unsupported", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
+FAMILIES = ("zoo.nn.common", "zoo.nn.yolov5", "zoo.nn.yolov8", "zoo.nn.yolo_detect", "zoo.nn.ghost",
+            "zoo.nn.yolov10", "zoo.nn.yolo11", "zoo.nn.yolo12", "zoo.nn.yolov9", "zoo.nn.tiny_vit",
+            "zoo.nn.mobilevit", "zoo.nn.mobilevit_v2", "zoo.nn.classifier_head", "zoo.nn.yolo_classify",
+            "zoo.nn.unsupported", "zoo.nn.rtdetr", "zoo.nn.rtdetr_decoder", "zoo.nn.sam", "zoo.nn.timm_keys",
             "zoo.nn.sam_keys")
 
 

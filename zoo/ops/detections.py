@@ -52,10 +52,13 @@ def nms_detections(preds: torch.Tensor, max_det: int = 300, iou: float = DEFAULT
     Every (anchor, class) pair scoring above ``conf`` is a candidate (so one box may be reported for
     two classes, as in COCO-style validation); the best ``max_candidates`` per image go through
     :func:`batched_nms` with threshold ``iou``. Images keeping fewer than ``K`` rows are padded with
-    all-zero rows (score 0, below any threshold a caller filters with ``score > conf``).
+    all-zero rows (score 0, below any threshold a caller filters with ``score > conf``). Meta tensors
+    (a model sized or FLOP-counted without data) hold no scores to keep: ``(B, 0, 6)``.
     """
     b, a, c = preds.shape
     nc = c - 4
+    if preds.is_meta:
+        return preds.new_zeros(b, 0, 6)
     kept: list[torch.Tensor] = []
     for image in preds:
         flat = image[:, 4:].flatten()
