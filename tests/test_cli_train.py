@@ -101,3 +101,17 @@ def test_classify_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
                "--device", "cpu"])
     out = capsys.readouterr().out
     assert rc == 0 and "top1" in out and "top5" in out and "(val, 5 images)" in out
+
+
+def test_ultralytics_heads_train_with_their_tasks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A YOLOv8-style Detect (NMS in validation) and Ultralytics' Classify train from a YAML row each."""
+    detect = tmp_path / "det.yaml"
+    detect.write_text(TINY_DETECT.replace("v10Detect", "Detect"))
+    rc = main(["train", str(detect), "--data", "shapes:n_train=8,n_val=4", "--epochs", "1", *COMMON, "--no-plots"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "mAP50" in out and "box" in out and "dfl" in out
+    classify = tmp_path / "cls.yaml"
+    classify.write_text("nc: 3\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\nhead:\n  - [-1, 1, Classify, [nc]]\n")
+    rc = main(["train", str(classify), "--data", "shapes:n_train=12,n_val=6", "--epochs", "1", *COMMON, "--no-plots"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "top1" in out and "runs/classify/train" in out
