@@ -29,11 +29,11 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
 from reference_pairs import (REPO, copy_weights, max_abs, mobile_sam_pair, rtdetr_pair,  # noqa: E402
-                             rtdetr_ref_queries, rtdetr_zoo_queries, yolov10n_one2one_diff,
-                             side_by_side_options, yolov10n_pair)
+                             rtdetr_ref_queries, rtdetr_zoo_queries, side_by_side_options, ultralytics_pair,
+                             yolov10n_one2one_diff, yolov10n_pair)
 
-CASES = ("yolov10n", "yolov10n-fuse-only", "rtdetr-l", "sam-encoder", "sam-box-decoder", "yolov10n-build",
-         "yolov10n-train-step")
+CASES = ("yolov10n", "yolov10n-fuse-only", "yolov8n", "yolo11n", "rtdetr-l", "sam-encoder", "sam-box-decoder",
+         "yolov10n-build", "yolov10n-train-step")
 
 
 def relaunch_in_reference_env(ref_python: str, argv: list[str], script: str | Path = __file__) -> int:
@@ -101,6 +101,40 @@ def case_yolov10n(opts: argparse.Namespace, deploy: bool = True) -> dict[str, An
     zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
     name = f"yolov10n {opts.imgsz} " + ("deploy vs fused" if deploy else "fuse only (both heads) vs fused")
     return dict(model=name, zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff)
+
+
+def case_nms_detector(opts: argparse.Namespace, name: str) -> dict[str, Any]:
+    """A YOLOv8/11 detector with NMS: zoo's deploy model (head + its NMS) vs Ultralytics' fused model +
+    its ``non_max_suppression`` at the validation settings (conf 0.001, IoU 0.7, multi-label, 300)."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    from zoo.data.shapes import ShapesConfig, render_shapes
+
+    size = opts.imgsz
+    # a rendered scene: calibrated on it, the random-weight detector's scores vary across the image
+    image = render_shapes(ShapesConfig(size=(size, size)), "val", 0).image
+    scene = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    ref, zoo_model = ultralytics_pair(name, calibration=scene)
+    zoo_model.deploy()
+    zoo_model = apply_fast_paths(zoo_model, opts)
+    x = scene
+
+    def run_zoo() -> Any:
+        with torch.no_grad(), fast_context(opts):
+            return zoo_model(x)
+
+    def run_ref() -> Any:
+        with torch.no_grad():
+            decoded = ref(x)[0]
+            return decoded, non_max_suppression(decoded, 0.001, 0.7, multi_label=True, max_det=300)
+
+    zoo_out, ref_out = run_zoo(), run_ref()
+    diff = max_abs(zoo_out[1]["decoded"], ref_out[0])
+    zoo_ms, ref_ms, spread = interleaved(run_zoo, run_ref, opts.runs, opts.warmup)
+    kept = f"{int((zoo_out[0][0, :, 4] > 0).sum())} vs {len(ref_out[1][0])} detections kept"
+    return dict(model=f"{name} {size} deploy + NMS vs fused + NMS", zoo=zoo_ms, ref=ref_ms, spread=spread, diff=diff,
+                diff_note=f"decoded output; {kept}")
 
 
 def case_rtdetr(opts: argparse.Namespace) -> dict[str, Any]:
@@ -318,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     runners = {
         "yolov10n": lambda: case_yolov10n(args, deploy=True),
         "yolov10n-fuse-only": lambda: case_yolov10n(args, deploy=False),
+        "yolov8n": lambda: case_nms_detector(args, "yolov8n"),
+        "yolo11n": lambda: case_nms_detector(args, "yolo11n"),
         "rtdetr-l": lambda: case_rtdetr(args),
         "sam-encoder": lambda: case_sam(args, "encoder"),
         "sam-box-decoder": lambda: case_sam(args, "decoder"),

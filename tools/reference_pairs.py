@@ -83,6 +83,25 @@ def yolov10n_pair(calibration: Any = None) -> tuple[Any, Any]:
     return ref, zoo_model.eval()
 
 
+def ultralytics_pair(name: str, calibration: Any = None) -> tuple[Any, Any]:
+    """Ultralytics' ``name`` (e.g. ``yolov8n``, ``yolo11n``; fused, eval) and zoo's shipped cfg of that name
+    with the same weights (eval, not fused yet). BatchNorm statistics as in :func:`yolov10n_pair`."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from zoo import Model
+
+    torch.manual_seed(0)
+    ref = DetectionModel(f"{name}.yaml", verbose=False)
+    roughen_norms(ref)
+    if calibration is not None:
+        calibrate_norms(ref, calibration)
+    zoo_model = Model(name)
+    copy_weights(ref, zoo_model)
+    ref.eval().fuse(verbose=False)
+    return ref, zoo_model.eval()
+
+
 def yolov10n_one2one_diff(zoo_out: Any, ref_out: Any) -> float:
     """Max abs diff of the one-to-one head's raw maps (box distributions + class logits): with random
     weights many scores tie closely, so the top-k lists can differ in order without any real difference."""
