@@ -175,7 +175,7 @@ def test_yolo11_cls_body_matches_ultralytics_params(scale):
 def test_declared_strides_match_the_row_outputs():
     rows = [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C3k2", [32, False, 0.25]], [-1, 1, "Conv", [64, 3, 2]],
             [-1, 2, "C3k2", [64, True]], [-1, 1, "C2PSA", [64]], [-1, 1, "C2fPSA", [64]],
-            [-1, 1, "C3k", [48, True, 1, 0.5, 5]]]
+            [-1, 1, "C3k", [64, 48, 1, True, 1, 0.5, 5]]]  # as written, as Ultralytics passes a C3k row
     cfg = _body(rows, scale_rows=False)
     graph = parse_model(resolve_spec(cfg), ch=3)
     assert graph.strides == [2.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]  # every row declares where it sits

@@ -271,3 +271,20 @@ def test_model_fuse_folds_every_repconvn() -> None:
     reps = [m for m in model.modules() if isinstance(m, v9.RepConvN)]
     assert reps and all(m.conv is not None and not hasattr(m, "conv1") for m in reps)
     assert (before - after).abs().max() < 1e-5
+
+
+def test_rows_ultralytics_does_not_wire_take_their_args_as_written() -> None:
+    """RepCSP / RepBottleneck / RepConvN rows: c1 written, nothing width-scaled (as Ultralytics' parse_model
+    passes them), and the builder still knows their output channels."""
+    from zoo import Model
+
+    cfg = {"nc": 2, "scales": {"n": [0.33, 0.25, 1024]}, "backbone": [
+        [-1, 1, "Conv", [64, 3, 2]],  # 16 channels after width 0.25
+        [-1, 1, "RepCSP", [16, 24, 2]], [-1, 1, "RepBottleneck", [24, 24]], [-1, 1, "RepConvN", [24, 8, 3, 2]],
+        [-1, 1, "Conv", [32, 1, 1]]]}
+    model = Model(cfg)
+    assert [r.out_channels for r in model.records] == [16, 24, 24, 8, 8]
+    assert model.records[1].args == (16, 24, 2) and model.records[3].args == (24, 8, 3, 2)
+    assert sum(p.numel() for p in model.model[1].parameters()) == 6672  # Ultralytics' RepCSP(16, 24, 2)
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 8, 8, 8)

@@ -15,7 +15,7 @@ from zoo.nn.yolov5 import C3, Bottleneck
 from zoo.nn.yolov8 import C2f
 from zoo.nn.yolov10 import Attention
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom, in_out, same_size
+from zoo.wiring import RowContext, Wired, custom, in_out, passthrough, same_size
 
 __all__ = ["C3k", "C3k2", "PSABlock", "C2PSA", "C2fPSA", "psa_heads"]
 
@@ -28,7 +28,9 @@ def psa_heads(channels: int) -> int:
     return max(channels // 64, 1)
 
 
-@register(wiring=in_out(repeats_at=2, spatial=same_size()))
+# Ultralytics' parse_model does not wire C3k (nor PSABlock): a row naming one gets its args as written
+# there (c1 included, nothing scaled, the row's repeats stacked as copies), and so it does here
+@register(wiring=passthrough(same_size()))
 class C3k(C3):
     """C3 whose ``n`` bottlenecks use ``k x k`` convs on both sides. ``(B, c1, H, W) -> (B, c2, H, W)``."""
 
@@ -42,6 +44,7 @@ class C3k(C3):
         return nn.Sequential(*(Bottleneck(self.c_, self.c_, shortcut, g, k=kernels, e=1.0) for _ in range(n)))
 
 
+@register(wiring=passthrough(same_size()))
 class PSABlock(nn.Module):
     """Multi-head attention then a 1x1 FFN (2x wide), each with an optional residual.
 

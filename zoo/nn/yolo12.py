@@ -11,7 +11,7 @@ import torch.nn as nn
 from zoo.nn.common import Conv, attention, exporting
 from zoo.nn.yolo11 import C3k
 from zoo.registry import register
-from zoo.wiring import RowContext, Wired, custom, in_out, same_size
+from zoo.wiring import RowContext, Wired, custom, in_out, passthrough, same_size
 
 __all__ = ["AAttn", "ABlock", "A2C2f"]
 
@@ -20,6 +20,8 @@ RESIDUAL_SCALES = frozenset({"l", "x"})
 AREA_HEAD_DIM = 32  # A2C2f gives its area-attention blocks 32-channel heads
 
 
+# not wired by Ultralytics' parse_model: a row naming AAttn or ABlock gets its args as written (dim included)
+@register(wiring=passthrough(same_size()))
 class AAttn(nn.Module):
     """Self-attention within ``area`` groups of consecutive tokens, plus a 7x7 depthwise positional
     conv on the values. ``(B, dim, H, W) -> (B, dim, H, W)``.
@@ -58,6 +60,7 @@ class AAttn(nn.Module):
         return t.transpose(1, 2).reshape(b, h, w, self.all_head_dim).permute(0, 3, 1, 2)
 
 
+@register(wiring=passthrough(same_size()))
 class ABlock(nn.Module):
     """Area attention then a 1x1 MLP (``mlp_ratio`` wide), both residual. ``(B, dim, H, W) -> same``."""
 

@@ -50,6 +50,7 @@ class C3(nn.Module):
         self.cv2 = Conv(c1, self.c_, 1, 1)
         self.cv3 = Conv(2 * self.c_, c2, 1)
         self.m = self._blocks(n, shortcut, g)
+        self.out_channels = c2  # read by the builder for subclasses wired with their args as written (C3k, RepCSP)
 
     def _blocks(self, n: int, shortcut: bool, g: int) -> nn.Module:
         return nn.Sequential(*(Bottleneck(self.c_, self.c_, shortcut, g, k=(1, 3), e=1.0) for _ in range(n)))

@@ -27,7 +27,9 @@ __all__ = ["RepConvN", "RepBottleneck", "RepCSP", "RepNCSPELAN4", "ELAN1", "ACon
            "CBLinear", "CBFuse", "Silence"]
 
 
-@register(wiring=in_out(spatial=stride_arg(3)))
+# RepConvN, RepBottleneck and RepCSP are not among the blocks Ultralytics' parse_model wires: a row naming
+# one gets its args as written (c1 included, nothing scaled) there, and so it does here
+@register(wiring=passthrough(stride_arg(3)))
 class RepConvN(RepConv):
     """YOLOv9's RepConvN: a 3x3 + 1x1 conv pair (identity-BN branch only with ``bn=True``) that
     :meth:`fuse` folds into one 3x3 conv. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
@@ -36,8 +38,12 @@ class RepConvN(RepConv):
     builds YOLOv9's RepBottleneck from that RepConv); the name is YOLOv9's, for YAMLs that use it.
     """
 
+    @property
+    def out_channels(self) -> int:
+        return self.c2
 
-@register(wiring=in_out(spatial=same_size()))
+
+@register(wiring=passthrough(same_size()))
 class RepBottleneck(Bottleneck):
     """A :class:`~zoo.nn.yolov5.Bottleneck` whose first conv is a :class:`RepConvN` (so ``k[0]`` must be 3).
     ``(B, c1, H, W) -> (B, c2, H, W)``."""
@@ -47,9 +53,10 @@ class RepBottleneck(Bottleneck):
         super().__init__(c1, c2, shortcut, g, k, e)
         # replaced in place: the attribute keeps its position, so state-dict keys stay in Ultralytics' order
         self.cv1 = RepConvN(c1, int(c2 * e), k[0], 1)
+        self.out_channels = c2
 
 
-@register(wiring=in_out(repeats_at=2, spatial=same_size()))
+@register(wiring=passthrough(same_size()))
 class RepCSP(C3):
     """A :class:`~zoo.nn.yolov5.C3` of ``n`` :class:`RepBottleneck` blocks. ``(B, c1, H, W) -> (B, c2, H, W)``."""
 
