@@ -60,7 +60,7 @@ def test_symbols_are_resolved_without_eval():
     model = Model(cfg)
     assert model.records[0].args == (3, 16, 3, 2)  # 12 rounded up to a multiple of 8
     assert model.records[1].args == (None, 2, "nearest")
-    assert model.records[2].out_channels == 7  # a class count is never width-scaled
+    assert model.records[2].out_channels == 8  # a Conv's width is scaled (rounded to 8) even when it equals nc
 
 
 def test_multi_output_row_and_index_rows_know_channels():
@@ -199,3 +199,10 @@ def test_rows_without_a_spatial_rule_get_the_trial_run(monkeypatch):
     Model(cfg)
     Model({"backbone": [[-1, 1, "TwoLevelStem", []], [-1, 1, "Index", [1]]]})
     assert calls == [64, 64]  # the fixed-size upsample and the undeclared TwoLevelStem
+
+
+def test_widths_equal_to_the_class_count_scale_like_any_other():
+    """Ultralytics 8.4 scales every block width (only Classify keeps nc): yolov8n and yolov10n trained on
+    64 classes keep their 16-channel stem."""
+    for name in ("yolov8n", "yolov10n"):
+        assert [r.out_channels for r in Model(name, nc=64).records[:2]] == [16, 32]

@@ -71,11 +71,11 @@ class RowContext:
     earlier: tuple[type, ...] = ()  # the module classes of the rows before this one (heads that adapt to the body)
 
     def scale_width(self, c: int) -> int:
-        """Width-scale an output channel count, leaving a class count (``c == nc``) alone."""
+        """Width-scale an output channel count, as Ultralytics 8.4 scales every block's: a count that happens
+        to equal ``nc`` is scaled too (older Ultralytics left it alone, so yolov8n at nc 64 got a 64-wide
+        stem). Heads take their class count unscaled through their own wiring."""
         if not isinstance(c, int) or isinstance(c, bool):
             raise TypeError(f"expected an integer channel count, got {c!r}")
-        if self.nc is not None and c == self.nc:
-            return c
         return make_divisible(min(c, self.max_channels) * self.width, 8)
 
     def single_input(self) -> int:
