@@ -186,6 +186,14 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         tree = obj.get("ema") or obj.get("model")
         config = tree.__dict__.get("yaml")
         extra = {k: obj[k] for k in ("epoch", "version", "date") if k in obj}
+        # what a run trained there knows besides its weights: class names, training image size
+        names = tree.__dict__.get("names")
+        if isinstance(names, Mapping) and all(isinstance(k, int) and isinstance(v, str) for k, v in names.items()):
+            extra["names"] = dict(names)
+        train_args = obj.get("train_args")
+        imgsz = train_args.get("imgsz") if isinstance(train_args, Mapping) else None
+        if isinstance(imgsz, int) and not isinstance(imgsz, bool) and imgsz > 0:
+            extra["imgsz"] = imgsz
         return Checkpoint(_module_tree_state(tree), dict(config) if isinstance(config, Mapping) else None,
                           "ultralytics", str(path), [], extra)
     for key in (None, "state_dict", "model", "module"):

@@ -40,6 +40,7 @@ def test_checkpoint_builds_from_its_own_config():
     model = Model(folder / "ultralytics_ckpt.pt")
     assert type(model.model[-1]) is Detect and model.task == "detect"
     assert sum(p.numel() for p in model.parameters()) == FIXTURE_PARAMS["yolo11n"]
+    assert model.names == {i: str(i) for i in range(80)}  # the class names stored in the checkpoint
 
 
 def _head(model: Model) -> Detect:
