@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 
 import zoo.nn  # noqa: F401
 from zoo import ConfigError, Model, register
@@ -206,3 +207,10 @@ def test_widths_equal_to_the_class_count_scale_like_any_other():
     64 classes keep their 16-channel stem."""
     for name in ("yolov8n", "yolov10n"):
         assert [r.out_channels for r in Model(name, nc=64).records[:2]] == [16, 32]
+
+
+def test_a_config_scale_key_picks_the_scale():
+    """Ultralytics' checkpoints store their YAML with ``scale`` and ``yaml_file: yolov8.yaml``: the key
+    decides (an explicit scale still wins)."""
+    cfg = yaml.safe_load((CFG / "yolov8.yaml").read_text()) | {"scale": "s", "yaml_file": "yolov8.yaml"}
+    assert resolve_spec(cfg).scale == "s" and resolve_spec(cfg, scale="m").scale == "m"

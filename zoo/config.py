@@ -256,7 +256,8 @@ def _scale_from_name(stem: str, scales: Mapping[str, Any]) -> str | None:
 
 
 def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, nc: int | None = None) -> ModelSpec:
-    """Load ``cfg`` and choose the scale: explicit ``scale`` > file-name suffix > the only/first scale."""
+    """Load ``cfg`` and choose the scale: explicit ``scale`` > the config's own ``scale:`` key > file-name
+    suffix > the only/first scale."""
     if isinstance(cfg, Mapping):
         source = str(cfg.get("yaml_file", "<dict>"))
         check_structure(cfg, source)  # before deepcopy, which would expand an alias bomb or loop on a cycle
@@ -303,6 +304,8 @@ def resolve_spec(cfg: str | Path | Mapping[str, Any], scale: str | None = None, 
             if str(scale) not in keys:
                 raise ConfigError(f"bad scale '{scale}': this config has scales {', '.join(keys)}", file=source)
             chosen = str(scale)
+        elif str(data.get("scale")) in keys:  # the config says (Ultralytics' and zoo's checkpoints store it)
+            chosen = str(data["scale"])
         else:
             chosen = _scale_from_name(name, scales) or keys[0]
         values = next(v for k, v in scales.items() if str(k) == chosen)
