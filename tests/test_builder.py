@@ -214,3 +214,11 @@ def test_a_config_scale_key_picks_the_scale():
     decides (an explicit scale still wins)."""
     cfg = yaml.safe_load((CFG / "yolov8.yaml").read_text()) | {"scale": "s", "yaml_file": "yolov8.yaml"}
     assert resolve_spec(cfg).scale == "s" and resolve_spec(cfg, scale="m").scale == "m"
+
+
+def test_a_config_channels_key_sets_the_input_channels():
+    """Ultralytics writes ``channels`` into the YAML its checkpoints carry (1 for a grayscale model)."""
+    cfg = {"channels": 1, "backbone": [[-1, 1, "Conv", [8, 3, 2]]]}
+    assert Model(cfg).model[0].conv.in_channels == 1 and Model(cfg, ch=3).model[0].conv.in_channels == 3
+    with pytest.raises(ConfigError, match="'channels'"):
+        Model(cfg | {"channels": "rgb"})
