@@ -10,6 +10,8 @@ from zoo import Model
 from zoo.errors import ConfigError
 from zoo.nn.ghost import C3Ghost, GhostBottleneck, GhostConv
 
+from batchnorm_stats import randomise_batchnorm
+
 # Parameter counts of the Ultralytics 8.4.190 blocks built with the same args (measured in a
 # separate environment; outputs there matched these blocks with the same weights exactly).
 ULTRALYTICS_PARAMS = [
@@ -99,12 +101,7 @@ def test_fuse_folds_every_norm_and_keeps_outputs():
         [-1, 1, "GhostBottleneck", [32, 5, 1]]]}
     model = Model(cfg)
     torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    randomise_batchnorm(model)
     model.eval()
     x = torch.rand(1, 3, 32, 48)
     with torch.no_grad():

@@ -22,6 +22,8 @@ from zoo.nn.yolo11 import C2PSA, C3k, C3k2, C2fPSA, PSABlock
 from zoo.nn.yolov5 import SPPF, Bottleneck
 from zoo.nn.yolov10 import Attention
 
+from batchnorm_stats import randomise_batchnorm
+
 # (class, args, Ultralytics 8.4.190 parameter count)
 ULTRALYTICS_PARAMS = [
     (C3k, (16, 32, 1, True, 1, 0.5, 3), 6336),
@@ -188,22 +190,13 @@ def test_declared_strides_match_the_row_outputs():
     assert kept[6].shape[1] == 48
 
 
-def _randomise_batchnorm(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
-
 @pytest.mark.parametrize("block", [lambda: C3k2(32, 64, 2, c3k=True), lambda: C3k2(128, 128, 1, attn=True),
                                    lambda: C2PSA(128, 128, 2), lambda: C2fPSA(128, 128, 1)],
                          ids=["C3k2-c3k", "C3k2-attn", "C2PSA", "C2fPSA"])
 def test_fuse_keeps_outputs(block):
     torch.manual_seed(0)
     module = block()
-    _randomise_batchnorm(module)
+    randomise_batchnorm(module)
     module.eval()
     x = torch.randn(1, module.cv1.conv.in_channels, 9, 7)
     with torch.no_grad():
@@ -220,7 +213,7 @@ def test_attention_equals_the_explicit_softmax_formula():
     # fused kernel (with zero-padded keys when key and value widths differ)
     torch.manual_seed(1)
     attn = Attention(128, num_heads=2, attn_ratio=0.5)
-    _randomise_batchnorm(attn)
+    randomise_batchnorm(attn)
     attn.eval()
     x = torch.randn(2, 128, 5, 6)
     with torch.no_grad():

@@ -11,6 +11,8 @@ from zoo import Model
 from zoo.nn.yolov5 import SPP, BottleneckCSP, C3TR, C3x, Focus, TransformerBlock, TransformerLayer
 from zoo.nn.yolov8 import C1, C2
 
+from batchnorm_stats import randomise_batchnorm
+
 # Parameter counts of the Ultralytics 8.4.190 blocks built with the same args (measured in a
 # separate environment; outputs there matched these blocks with the same weights to <= 5e-7).
 ULTRALYTICS_PARAMS = [
@@ -100,22 +102,13 @@ def test_width_scale_applies_to_the_output_channels():
     assert model.model[2].cv2.conv.out_channels == 64
 
 
-def _randomise_norms(model: nn.Module) -> None:
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
-
 def test_fuse_folds_every_norm_and_keeps_outputs():
     cfg = {"nc": 3, "backbone": [
         [-1, 1, "Focus", [16, 3]], [-1, 2, "BottleneckCSP", [16]], [-1, 1, "C3x", [24]], [-1, 1, "C3TR", [24]],
         [-1, 1, "SPP", [24]], [-1, 2, "C1", [16]], [-1, 1, "C2", [16]]]}
     model = Model(cfg)
-    _randomise_norms(model)
+    torch.manual_seed(0)
+    randomise_batchnorm(model)
     model.eval()
     x = torch.rand(1, 3, 32, 48)
     with torch.no_grad():

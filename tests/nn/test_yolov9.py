@@ -19,6 +19,8 @@ from zoo.config import resolve_spec
 from zoo.errors import ConfigError
 from zoo.nn.rtdetr import RepConv
 
+from batchnorm_stats import randomise_batchnorm
+
 # (block, constructor args, Ultralytics 8.4 parameter count)
 BLOCK_PARAMS = [
     ("RepConvN", (8, 16), {}, 1344),
@@ -105,15 +107,6 @@ PGI_MINI_ROW_PARAMS = [0, 464, 7360, 2624, 12608, 27776, 10432, 1584, 6240, 464,
 PGI_MINI_STRIDES = [1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 8.0, [2.0, 2.0], [8.0, 8.0, 8.0], 2.0, 2.0, 4.0, 4.0, 4.0, 8.0, 8.0]
 
 
-def _randomise_batchnorm(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
-
 def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -134,7 +127,7 @@ def test_state_dict_keys_follow_ultralytics(name, args, kwargs, n_keys, holders)
 def test_fuse_keeps_outputs(name, args, kwargs, params) -> None:
     torch.manual_seed(0)
     block = getattr(v9, name)(*args, **kwargs)
-    _randomise_batchnorm(block)
+    randomise_batchnorm(block)
     block.eval()
     x = torch.randn(2, args[0], 17, 14)  # odd sizes: the downsamplers' padding and pooling edges count
     with torch.no_grad():
@@ -262,7 +255,7 @@ def test_adown_refuses_odd_channels() -> None:
 def test_model_fuse_folds_every_repconvn() -> None:
     torch.manual_seed(0)
     model = Model(PGI_MINI).eval()
-    _randomise_batchnorm(model)
+    randomise_batchnorm(model)
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         before = model(x)
