@@ -1,6 +1,7 @@
 """Non-trivial BatchNorm statistics for fuse tests (a plain module: conftest names collide across folders)."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 
@@ -14,3 +15,14 @@ def randomise_batchnorm(module: nn.Module) -> nn.Module:
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     return module
+
+
+def fuse_changes_output_by(model, x: torch.Tensor) -> float:
+    """Randomise ``model``'s BatchNorms (seed 0), fuse it, and return the max abs change of its output on
+    ``x`` (``model.run_rows``); the model is left fused, in eval mode."""
+    torch.manual_seed(0)
+    randomise_batchnorm(model).eval()
+    with torch.no_grad():
+        before = model.run_rows(x)
+        after = model.fuse().run_rows(x)
+    return float((after - before).abs().max())
