@@ -144,7 +144,7 @@ def _detect(model: Any, chunk: Sequence[SourceImage], size: int, conf: float, ma
             normalise: InputNormaliser, device: torch.device) -> list[dict[str, Any]]:
     boxed = [letterbox(im.rgb, np.zeros((0, 4), np.float32), None, size) for im in chunk]
     x = torch.cat([normalise.image(b[0], device) for b in boxed])
-    dets, _ = detect(model, x, max_det)
+    dets, _ = detect(model, x, max_det, conf)
     out = []
     for im, (_, _, _, place, _), d in zip(chunk, boxed, dets.float().cpu()):
         d = d[d[:, 4] > conf].numpy().copy()

@@ -115,7 +115,8 @@ class Model(nn.Module):
         self.plugins = tuple(plugins)
         self.names = self._class_names()
         self.imgsz: int | None = None  # the size it was trained at, when a checkpoint says
-        self._keywords = {k for r in self.records for k in r.keywords}
+        # the keyword inputs forward() passes on to the rows that declare them (prompts, max_det, conf, ...)
+        self.forward_keywords = frozenset(k for r in self.records for k in r.keywords)
         self.memory_format = torch.contiguous_format
         if graph.strides is None or trial_run:
             self.stride = self._dry_run(int(spec.cfg.get("imgsz", DRY_RUN_SIZE)))
@@ -141,9 +142,9 @@ class Model(nn.Module):
 
     def forward(self, x: torch.Tensor, **inputs: Any) -> Any:
         """Run the rows on ``x`` ``(B, ch, H, W)``; keyword ``inputs`` go to the rows that accept them."""
-        unknown = set(inputs) - self._keywords
+        unknown = set(inputs) - self.forward_keywords
         if unknown:
-            raise TypeError(f"{self.name}: no row accepts keyword input(s) {sorted(unknown)}; accepted: {sorted(self._keywords)}")
+            raise TypeError(f"{self.name}: no row accepts keyword input(s) {sorted(unknown)}; accepted: {sorted(self.forward_keywords)}")
         if self.memory_format is not torch.contiguous_format and x.dim() == 4 and x.shape[1] > IMAGE_CHANNELS_MAX:
             x = x.contiguous(memory_format=self.memory_format)
         return self.run_rows(x, inputs)

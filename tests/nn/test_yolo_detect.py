@@ -121,3 +121,23 @@ def test_training_step_reduces_the_loss(end2end, loss_type):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_a_callers_conf_bounds_the_nms_candidates():
+    """zoo.nn.heads.detect passes conf to heads that accept it: an NMS head then skips the candidates
+    below it (predict at 0.25 need not suppress thousands of 0.001 boxes) and keeps the same detections
+    above it; a head without the keyword (v10Detect accepts it, a plain classifier would not) is unaffected."""
+    from zoo.nn.heads import detect
+
+    model = _tiny().eval()
+    with torch.no_grad():
+        for level in _head(model).cv3:
+            level[-1].bias.fill_(-1.0)
+        x = torch.rand(2, 3, 64, 64)
+        everything, _ = detect(model, x, 300)
+        conf = float(everything[..., 4][everything[..., 4] > 0].median())  # half the detections score above
+        confident, _ = detect(model, x, 300, conf=conf)
+    assert "conf" in model.forward_keywords
+    assert everything.shape[1] > confident.shape[1] > 0
+    for full, kept in zip(everything, confident):
+        assert torch.equal(kept[kept[:, 4] > 0], full[full[:, 4] > conf])

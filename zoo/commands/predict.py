@@ -181,7 +181,7 @@ def detect_image(model: torch.nn.Module, image: np.ndarray, imgsz: int, conf: fl
     """Detections ``(K, 6)`` x1, y1, x2, y2 (original-image pixels), score, class for one RGB image."""
     device = next(model.parameters()).device
     boxed, _, _, place, _ = letterbox(image, np.zeros((0, 4), np.float32), None, imgsz)
-    dets, _ = detect(model, InputNormaliser.for_model(model).image(boxed, device), max_det)
+    dets, _ = detect(model, InputNormaliser.for_model(model).image(boxed, device), max_det, conf)
     dets = dets[0].float().cpu()
     dets = dets[dets[:, 4] > conf].numpy().copy()
     dets[:, [0, 2]] = ((dets[:, [0, 2]] - place.pad_x) / place.ratio).clip(0, image.shape[1])

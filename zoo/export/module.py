@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from zoo.errors import DataError
 from zoo.export.options import ExportError, check_imgsz
-from zoo.ops.detections import nms_detections
+from zoo.ops.detections import DEFAULT_NMS_CONF, nms_detections
 
 if TYPE_CHECKING:  # runtime.py builds these modules; importing it here would be a cycle
     from zoo.export.runtime import ExportedModel
@@ -103,13 +103,16 @@ class ExportedModule(nn.Module):
             outputs.append(self.exported(chunk)[:fixed - short])
         return torch.cat(outputs)
 
-    def forward(self, images: torch.Tensor, max_det: int | None = None) -> Any:
+    forward_keywords = frozenset({"max_det", "conf"})  # read by zoo.nn.heads.detect, as a Model's
+
+    def forward(self, images: torch.Tensor, max_det: int | None = None, conf: float | None = None) -> Any:
         out = self._run(images)
         if self.task == "detect":
             nms_iou = self.exported.metadata.nms_iou
             if nms_iou is not None:  # the graph ends with NMS candidates (a YOLOv8/11-style head)
                 limit = int(max_det if max_det is not None else self.exported.metadata.max_det or 300)
-                return nms_detections(out.float(), limit, float(nms_iou)), {}
+                threshold = DEFAULT_NMS_CONF if conf is None else float(conf)
+                return nms_detections(out.float(), limit, float(nms_iou), threshold), {}
             return (out if max_det is None else out[:, :int(max_det)]), {}
         if self.task == "classify":
             return out.float().clamp_min(TINY_PROBABILITY).log()

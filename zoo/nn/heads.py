@@ -42,10 +42,17 @@ def best_detections(output: tuple[torch.Tensor, dict[str, Any]], max_det: int) -
     return detections[:, :max_det]
 
 
-def detect(model: torch.nn.Module, images: torch.Tensor, max_det: int) -> tuple[torch.Tensor, dict[str, Any]]:
+def detect(model: torch.nn.Module, images: torch.Tensor, max_det: int, conf: float | None = None
+           ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Eval forward of a detection model on normalised ``images`` -> ``(detections (B, <=max_det, 6), raw)``.
 
     ``max_det`` goes to the head, whose own top-k then picks that many (for YOLOv10 that is not the
-    same as cutting its 300 best: its first step keeps the ``max_det`` best anchors).
+    same as cutting its 300 best: its first step keeps the ``max_det`` best anchors). ``conf``, the
+    score a caller keeps detections above, goes to heads that accept it (``conf`` among the model's
+    ``forward_keywords``): an NMS head then considers no candidate below it, which is what makes
+    predict at conf 0.25 cheap; the caller still filters, since other heads return every score.
     """
-    return model(images, max_det=int(max_det))
+    kwargs: dict[str, Any] = {"max_det": int(max_det)}
+    if conf is not None and "conf" in getattr(model, "forward_keywords", ()):
+        kwargs["conf"] = float(conf)
+    return model(images, **kwargs)

@@ -159,8 +159,9 @@ class Detect(nn.Module):
     def _levels(feats: Sequence[torch.Tensor], box: nn.ModuleList, cls: nn.ModuleList) -> list[torch.Tensor]:
         return [torch.cat((b(f), c(f)), 1) for f, b, c in zip(feats, box, cls)]
 
-    def forward(self, x: list[torch.Tensor], *, max_det: int | None = None):
-        """``max_det`` (eval only): detections to return per image, default :attr:`max_det`."""
+    def forward(self, x: list[torch.Tensor], *, max_det: int | None = None, conf: float | None = None):
+        """``max_det`` (eval only): detections to return per image, default :attr:`max_det`; ``conf``
+        (eval, NMS heads): candidates must score above it, default :attr:`nms_conf`."""
         raw: dict[str, list[torch.Tensor]] = {}
         if self.cv2 is not None and self.cv3 is not None:
             raw["one2many"] = self._levels(x, self.cv2, self.cv3)
@@ -185,7 +186,8 @@ class Detect(nn.Module):
             # ends with the candidates (B, A, 4 + nc) and its runtime runs nms_detections (zoo.export)
             detections = preds
         else:
-            detections = nms_detections(preds, limit, self.nms_iou, self.nms_conf, self.max_candidates)
+            threshold = self.nms_conf if conf is None else conf
+            detections = nms_detections(preds, limit, self.nms_iou, threshold, self.max_candidates)
         return detections, {"decoded": decoded, **raw}
 
     def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:

@@ -90,7 +90,7 @@ class DetectTask(BaseTask):
 
     def detections(self, model: nn.Module, img: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """``(detections (B, <=max_det, 6), raw)`` of the eval forward (the head contract)."""
-        return detect(model, img, int(getattr(self.args, "max_det", 300)))
+        return detect(model, img, int(getattr(self.args, "max_det", 300)), float(getattr(self.args, "conf", 0.001)))
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: DataLoader, device: torch.device,
