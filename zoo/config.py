@@ -113,6 +113,15 @@ class ModelSpec:
     nc: int | None
     base_dir: Path | None  # folder of the YAML (plugins are looked up relative to it)
 
+    @property
+    def input_channels(self) -> int:
+        """The config's ``channels:`` (Ultralytics writes it into the YAML its checkpoints carry), else 3."""
+        channels = self.cfg.get("channels", 3)
+        if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 64:
+            raise ConfigError(f"'channels' (input image channels) must be an integer 1..64, got {channels!r}",
+                              file=self.source)
+        return channels
+
     def rows(self) -> list[tuple[str, int, list]]:
         """``(section, index_in_section, row)`` for every row, backbone first."""
         out = []

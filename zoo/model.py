@@ -93,7 +93,7 @@ class Model(nn.Module):
         else:
             spec = resolve_spec(cfg, scale=scale, nc=nc)  # type: ignore[arg-type]
         with _gc_paused(), build_limits(max_params):
-            self._build(spec, ch if ch is not None else _input_channels(spec), plugins, trial_run)
+            self._build(spec, ch if ch is not None else spec.input_channels, plugins, trial_run)
         # the file it was read from: exports are written beside it by default
         self.checkpoint_path = Path(cfg) if ckpt is not None and isinstance(cfg, (str, Path)) else None
         if ckpt is not None and config is not None:
@@ -376,15 +376,6 @@ class Model(nn.Module):
         is then a folder or a path prefix."""
         return export_model(self, format=format, imgsz=imgsz, dynamic=dynamic, batch=batch, half=half, opset=opset,
                             simplify=simplify, file=file)
-
-
-def _input_channels(spec: ModelSpec) -> int:
-    """The config's ``channels:`` (Ultralytics writes it into the YAML its checkpoints carry), else 3 (RGB)."""
-    channels = spec.cfg.get("channels", 3)
-    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 64:
-        raise ConfigError(f"'channels' (input image channels) must be an integer 1..64, got {channels!r}",
-                          file=spec.source)
-    return channels
 
 
 def _checkpoint_source(cfg: Any) -> Checkpoint | None:
