@@ -17,6 +17,14 @@ def randomise_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def fuse_in_place(module: nn.Module) -> nn.Module:
+    """Call ``fuse()`` on ``module`` and every submodule that has one (what ``Model.fuse`` does for its
+    rows), for bare blocks."""
+    for m in [m for m in module.modules() if hasattr(m, "fuse")]:
+        m.fuse()
+    return module
+
+
 def fuse_changes_output_by(model, x: torch.Tensor) -> float:
     """Randomise ``model``'s BatchNorms (seed 0), fuse it, and return the max abs change of its output on
     ``x`` (``model.run_rows``); the model is left fused, in eval mode."""

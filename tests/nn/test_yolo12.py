@@ -18,7 +18,7 @@ from zoo.errors import ConfigError
 from zoo.nn.yolo11 import C3k, C3k2
 from zoo.nn.yolo12 import A2C2f, AAttn, ABlock
 
-from batchnorm_stats import randomise_batchnorm
+from batchnorm_stats import fuse_in_place, randomise_batchnorm
 
 ULTRALYTICS_PARAMS = [
     (AAttn, (64, 2, 1), 20160),
@@ -191,8 +191,7 @@ def test_fuse_keeps_outputs():
     x = torch.randn(2, 64, 8, 6)
     with torch.no_grad():
         before = block(x)
-        for m in [m for m in block.modules() if hasattr(m, "fuse")]:
-            m.fuse()
+        fuse_in_place(block)
         after = block(x)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in block.modules())
     assert (after - before).abs().max() <= 1e-5 * max(1.0, before.abs().max().item())

@@ -13,19 +13,14 @@ import torch.nn as nn
 from zoo.nn.common import Conv
 from zoo.nn.yolov5 import C3, Bottleneck
 from zoo.nn.yolov8 import C2f
-from zoo.nn.yolov10 import Attention
+from zoo.nn.yolov10 import Attention, psa_heads
 from zoo.registry import register
 from zoo.wiring import RowContext, Wired, custom, in_out, passthrough, same_size
 
-__all__ = ["C3k", "C3k2", "PSABlock", "C2PSA", "C2fPSA", "psa_heads"]
+__all__ = ["C3k", "C3k2", "PSABlock", "C2PSA", "C2fPSA"]
 
 # Ultralytics 8.4's parse_model switches every C3k2 row to C3k inner blocks at these scales
 C3K_SCALES = frozenset({"m", "l", "x"})
-
-
-def psa_heads(channels: int) -> int:
-    """Head count of the PSA attention: 64-wide heads, at least one (so width scaling keeps it valid)."""
-    return max(channels // 64, 1)
 
 
 # Ultralytics' parse_model does not wire C3k (nor PSABlock): a row naming one gets its args as written

@@ -19,7 +19,7 @@ from zoo.nn.yolov8 import C2f
 from zoo.registry import register
 from zoo.wiring import in_out, multi_input, not_a_map, same_size, stride_arg
 
-__all__ = ["SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "v10Detect"]
+__all__ = ["SCDown", "RepVGGDW", "CIB", "C2fCIB", "Attention", "PSA", "psa_heads", "v10Detect"]
 
 
 @register(wiring=in_out(spatial=stride_arg(3, default=2)))
@@ -132,6 +132,12 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
+def psa_heads(channels: int) -> int:
+    """Head count of the PSA attention (YOLOv10's PSA, YOLO11's PSABlock stacks): 64-wide heads, at
+    least one (so width scaling keeps it valid)."""
+    return max(channels // 64, 1)
+
+
 @register(wiring=in_out(spatial=same_size()))
 class PSA(nn.Module):
     """Partial self-attention: attention + FFN on half the channels. ``(B, c1, H, W) -> same``.
@@ -147,7 +153,7 @@ class PSA(nn.Module):
         self.c = int(c1 * e)
         self.cv1 = Conv(c1, 2 * self.c, 1, 1)
         self.cv2 = Conv(2 * self.c, c1, 1)
-        self.attn = Attention(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1))
+        self.attn = Attention(self.c, attn_ratio=0.5, num_heads=psa_heads(self.c))
         self.ffn = nn.Sequential(Conv(self.c, self.c * 2, 1), Conv(self.c * 2, self.c, 1, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
